@@ -1,0 +1,172 @@
+//! The approval policy (spec section 3) as data, with the spec's defaults.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::record::{Exception, Priority, Subject};
+use crate::risk::Level;
+use crate::role::Role;
+
+/// What one residual level demands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelPolicy {
+    /// Roles that must each approve, by distinct people, in this order.
+    pub approvals: Vec<Role>,
+    /// Longest allowed lifetime, in days.
+    pub max_duration_days: u32,
+    /// Review interval, in days.
+    pub review_every_days: u32,
+}
+
+/// The approval policy in force. Every number is configuration; [`Default`] is the spec's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalPolicy {
+    /// Residual level low.
+    pub low: LevelPolicy,
+    /// Residual level medium.
+    pub medium: LevelPolicy,
+    /// Residual level high.
+    pub high: LevelPolicy,
+    /// Residual level critical.
+    pub critical: LevelPolicy,
+    /// Approval SLA for `urgent`, hours from submit.
+    pub sla_urgent_hours: u32,
+    /// Approval SLA for `standard`, hours from submit.
+    pub sla_standard_hours: u32,
+    /// Automatic rejection for `urgent`, hours from submit.
+    pub timeout_urgent_hours: u32,
+    /// Automatic rejection for `standard`, hours from submit.
+    pub timeout_standard_hours: u32,
+    /// Most covering exceptions per asset.
+    pub max_covering_per_asset: u32,
+    /// Earlier exceptions on the same asset and control that make a request chronic.
+    pub chronic_threshold: u32,
+    /// Role added to the approvals of a chronic exception.
+    pub chronic_approver: Role,
+    /// Longest life of an unratified emergency exception, hours.
+    pub emergency_max_hours: u32,
+    /// A review overdue by more than this many days revokes the exception.
+    pub review_grace_days: u32,
+}
+
+impl Default for ApprovalPolicy {
+    fn default() -> Self {
+        use Role::*;
+        let lp = |approvals: Vec<Role>, max_duration_days, review_every_days| LevelPolicy {
+            approvals,
+            max_duration_days,
+            review_every_days,
+        };
+        Self {
+            low: lp(vec![SecurityOfficer], 365, 180),
+            medium: lp(vec![SecurityOfficer, AssetOwner], 180, 90),
+            high: lp(vec![SecurityOfficer, Ciso], 90, 30),
+            critical: lp(vec![SecurityOfficer, Ciso, Compliance], 30, 14),
+            sla_urgent_hours: 24,
+            sla_standard_hours: 5 * 24,
+            timeout_urgent_hours: 3 * 24,
+            timeout_standard_hours: 14 * 24,
+            max_covering_per_asset: 5,
+            chronic_threshold: 2,
+            chronic_approver: Ciso,
+            emergency_max_hours: 72,
+            review_grace_days: 14,
+        }
+    }
+}
+
+/// One approval the exception needs, why, and who gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredApproval {
+    /// The role that must sign.
+    pub role: Role,
+    /// Why: `residual level high`, `chronic`.
+    pub reason: String,
+    /// Who satisfied it in the current round, if anyone.
+    pub satisfied_by: Option<Subject>,
+}
+
+impl ApprovalPolicy {
+    /// The policy of one level.
+    pub fn level(&self, level: Level) -> &LevelPolicy {
+        match level {
+            Level::Low => &self.low,
+            Level::Medium => &self.medium,
+            Level::High => &self.high,
+            Level::Critical => &self.critical,
+        }
+    }
+
+    /// The longest lifetime a level allows.
+    pub fn max_duration(&self, level: Level) -> Duration {
+        Duration::days(i64::from(self.level(level).max_duration_days))
+    }
+
+    /// The review interval of a level.
+    pub fn review_interval(&self, level: Level) -> Duration {
+        Duration::days(i64::from(self.level(level).review_every_days))
+    }
+
+    /// When the approval SLA of a request submitted at `submitted_at` runs out.
+    pub fn sla_deadline(&self, priority: Priority, submitted_at: DateTime<Utc>) -> DateTime<Utc> {
+        let h = match priority {
+            Priority::Urgent => self.sla_urgent_hours,
+            Priority::Standard => self.sla_standard_hours,
+        };
+        submitted_at + Duration::hours(i64::from(h))
+    }
+
+    /// The approvals an exception needs in its current round, with their reasons, and who
+    /// satisfied each. Empty until the exception has been assessed.
+    pub fn required_approvals(&self, e: &Exception) -> Vec<RequiredApproval> {
+        let Some(risk) = e.risk() else { return Vec::new() };
+        let level = risk.residual_level();
+        let mut out: Vec<RequiredApproval> = self
+            .level(level)
+            .approvals
+            .iter()
+            .map(|r| RequiredApproval { role: *r, reason: format!("residual level {level}"), satisfied_by: None })
+            .collect();
+        if e.chronic && !out.iter().any(|r| r.role == self.chronic_approver) {
+            out.push(RequiredApproval { role: self.chronic_approver, reason: "chronic".to_owned(), satisfied_by: None });
+        }
+        for req in &mut out {
+            req.satisfied_by = e
+                .current_approvals()
+                .find(|a| a.role == req.role && a.risk.residual_level >= level)
+                .map(|a| a.approver.clone());
+        }
+        out
+    }
+
+    /// Checks the policy read from configuration: each level names at least one approver
+    /// role, durations and intervals are positive.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, l) in [("low", &self.low), ("medium", &self.medium), ("high", &self.high), ("critical", &self.critical)] {
+            if l.approvals.is_empty() {
+                return Err(format!("policy level {name} names no approver"));
+            }
+            if let Some(r) = l.approvals.iter().find(|r| !r.is_approver()) {
+                return Err(format!("policy level {name}: {r} cannot approve"));
+            }
+            if l.max_duration_days == 0 || l.review_every_days == 0 {
+                return Err(format!("policy level {name}: durations must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl serde::Serialize for Role {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Role {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Role::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown role {s}")))
+    }
+}
