@@ -1,0 +1,411 @@
+//! Row structs, private to this crate, and their conversion to and from the domain.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use leeway_domain::lifecycle::Status;
+use leeway_domain::record::{
+    Approval, Category, Control, ControlId, ControlKind, ControlStatus, Exception, ExceptionId, ExceptionKey, Fields,
+    Priority, Subject,
+};
+use leeway_domain::risk::{Assessment, Effectiveness, Level, Method, MethodKind, RiskSnapshot, Score};
+use leeway_domain::role::Role;
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::schema::*;
+
+pub(crate) fn naive(t: DateTime<Utc>) -> NaiveDateTime {
+    t.naive_utc()
+}
+
+pub(crate) fn utc(t: NaiveDateTime) -> DateTime<Utc> {
+    t.and_utc()
+}
+
+fn parse<T>(what: &str, v: &str, f: impl Fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    f(v).ok_or_else(|| StoreError::corrupt(format!("{what} {v:?}")))
+}
+
+fn uuid(v: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(v).map_err(StoreError::corrupt)
+}
+
+fn json_list<T: serde::de::DeserializeOwned>(v: &str) -> Result<T, StoreError> {
+    serde_json::from_str(v).map_err(StoreError::corrupt)
+}
+
+fn score(v: i32) -> Score {
+    Score(u32::try_from(v).unwrap_or(0))
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset, Debug, Clone)]
+#[diesel(table_name = exceptions, treat_none_as_null = true)]
+pub(crate) struct ExceptionRow {
+    pub id: String,
+    pub key_num: i64,
+    pub title: String,
+    pub category: String,
+    pub policy_id: String,
+    pub control_ids: String,
+    pub assets: String,
+    pub business_unit: String,
+    pub justification: String,
+    pub business_impact: Option<String>,
+    pub requester: String,
+    pub on_behalf_of: Option<String>,
+    pub risk_owner: String,
+    pub priority: String,
+    pub starts_at: Option<NaiveDateTime>,
+    pub expires_at: Option<NaiveDateTime>,
+    pub remediation_plan: Option<String>,
+    pub remediation_due: Option<chrono::NaiveDate>,
+    pub external_refs: String,
+    pub tags: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub round: i32,
+    pub version: i64,
+    pub chronic: bool,
+    pub emergency: bool,
+    pub at_risk: bool,
+    pub residual_level: Option<String>,
+    pub search_text: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub submitted_at: Option<NaiveDateTime>,
+    pub approved_at: Option<NaiveDateTime>,
+    pub closed_at: Option<NaiveDateTime>,
+    pub next_review_at: Option<NaiveDateTime>,
+}
+
+impl ExceptionRow {
+    pub(crate) fn from_domain(e: &Exception) -> Self {
+        let f = &e.fields;
+        Self {
+            id: e.id.0.to_string(),
+            key_num: i64::try_from(e.key.0).unwrap_or(i64::MAX),
+            title: f.title.clone(),
+            category: f.category.as_str().to_owned(),
+            policy_id: f.policy_id.clone(),
+            control_ids: json(&f.control_ids),
+            assets: json(&f.assets),
+            business_unit: f.business_unit.clone(),
+            justification: f.justification.clone(),
+            business_impact: f.business_impact.clone(),
+            requester: e.requester.as_str().to_owned(),
+            on_behalf_of: e.on_behalf_of.as_ref().map(|s| s.as_str().to_owned()),
+            risk_owner: f.risk_owner.as_str().to_owned(),
+            priority: f.priority.as_str().to_owned(),
+            starts_at: f.starts_at.map(naive),
+            expires_at: f.expires_at.map(naive),
+            remediation_plan: f.remediation_plan.clone(),
+            remediation_due: f.remediation_due,
+            external_refs: json(&f.external_refs),
+            tags: json(&f.tags),
+            status: e.status.as_str().to_owned(),
+            status_reason: e.status_reason.clone(),
+            round: i32::try_from(e.round).unwrap_or(i32::MAX),
+            version: i64::try_from(e.version).unwrap_or(i64::MAX),
+            chronic: e.chronic,
+            emergency: e.emergency,
+            at_risk: e.at_risk,
+            residual_level: e.risk().map(|r| r.residual_level().as_str().to_owned()),
+            search_text: format!("{}\n{}", f.title, f.justification).to_lowercase(),
+            created_at: naive(e.created_at),
+            updated_at: naive(e.updated_at),
+            submitted_at: e.submitted_at.map(naive),
+            approved_at: e.approved_at.map(naive),
+            closed_at: e.closed_at.map(naive),
+            next_review_at: e.next_review_at.map(naive),
+        }
+    }
+
+    pub(crate) fn into_domain(
+        self,
+        assessments: Vec<Assessment>,
+        controls: Vec<Control>,
+        approvals: Vec<Approval>,
+    ) -> Result<Exception, StoreError> {
+        let subject = |field: &str, v: &str| Subject::parse(field, v).map_err(|e| StoreError::corrupt(e.message));
+        let fields = Fields {
+            title: self.title,
+            category: parse("category", &self.category, Category::parse)?,
+            policy_id: self.policy_id,
+            control_ids: json_list(&self.control_ids)?,
+            assets: json_list(&self.assets)?,
+            business_unit: self.business_unit,
+            justification: self.justification,
+            business_impact: self.business_impact,
+            risk_owner: subject("risk_owner", &self.risk_owner)?,
+            priority: parse("priority", &self.priority, Priority::parse)?,
+            starts_at: self.starts_at.map(utc),
+            expires_at: self.expires_at.map(utc),
+            remediation_plan: self.remediation_plan,
+            remediation_due: self.remediation_due,
+            external_refs: json_list(&self.external_refs)?,
+            tags: json_list(&self.tags)?,
+        };
+        Ok(Exception {
+            id: ExceptionId(uuid(&self.id)?),
+            key: ExceptionKey(u64::try_from(self.key_num).map_err(StoreError::corrupt)?),
+            fields,
+            requester: subject("requester", &self.requester)?,
+            on_behalf_of: self.on_behalf_of.as_deref().map(|s| subject("on_behalf_of", s)).transpose()?,
+            status: parse("status", &self.status, Status::parse)?,
+            status_reason: self.status_reason,
+            round: u32::try_from(self.round).map_err(StoreError::corrupt)?,
+            version: u64::try_from(self.version).map_err(StoreError::corrupt)?,
+            chronic: self.chronic,
+            emergency: self.emergency,
+            at_risk: self.at_risk,
+            assessments,
+            controls,
+            approvals,
+            created_at: utc(self.created_at),
+            updated_at: utc(self.updated_at),
+            submitted_at: self.submitted_at.map(utc),
+            approved_at: self.approved_at.map(utc),
+            closed_at: self.closed_at.map(utc),
+            next_review_at: self.next_review_at.map(utc),
+        })
+    }
+}
+
+/// Lists and references are stored as JSON text; they are plain data and always serialise.
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".to_owned())
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset, Debug, Clone, PartialEq)]
+#[diesel(table_name = controls, treat_none_as_null = true)]
+pub(crate) struct ControlRow {
+    pub id: String,
+    pub exception_id: String,
+    pub position: i32,
+    pub description: String,
+    pub kind: String,
+    pub effectiveness: String,
+    pub status: String,
+    pub evidence: Option<String>,
+    pub verified_by: Option<String>,
+    pub verified_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+}
+
+impl ControlRow {
+    pub(crate) fn from_domain(exception: &str, position: usize, c: &Control) -> Self {
+        Self {
+            id: c.id.0.to_string(),
+            exception_id: exception.to_owned(),
+            position: i32::try_from(position).unwrap_or(i32::MAX),
+            description: c.description.clone(),
+            kind: c.kind.as_str().to_owned(),
+            effectiveness: c.effectiveness.as_str().to_owned(),
+            status: c.status.as_str().to_owned(),
+            evidence: c.evidence.clone(),
+            verified_by: c.verified_by.as_ref().map(|s| s.as_str().to_owned()),
+            verified_at: c.verified_at.map(naive),
+            created_at: naive(c.created_at),
+        }
+    }
+
+    pub(crate) fn into_domain(self) -> Result<Control, StoreError> {
+        Ok(Control {
+            id: ControlId(uuid(&self.id)?),
+            description: self.description,
+            kind: parse("control kind", &self.kind, ControlKind::parse)?,
+            effectiveness: parse("effectiveness", &self.effectiveness, Effectiveness::parse)?,
+            status: parse("control status", &self.status, ControlStatus::parse)?,
+            evidence: self.evidence,
+            verified_by: self
+                .verified_by
+                .map(|s| Subject::parse("verified_by", &s).map_err(|e| StoreError::corrupt(e.message)))
+                .transpose()?,
+            verified_at: self.verified_at.map(utc),
+            created_at: utc(self.created_at),
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset, Debug, Clone, PartialEq)]
+#[diesel(table_name = assessments, treat_none_as_null = true)]
+pub(crate) struct AssessmentRow {
+    pub id: String,
+    pub exception_id: String,
+    pub round: i32,
+    pub method: String,
+    pub likelihood: Option<i32>,
+    pub impact: Option<i32>,
+    pub vector: Option<String>,
+    pub inherent_score: i32,
+    pub residual_score: i32,
+    pub rationale: String,
+    pub threat_vectors: String,
+    pub assessed_by: String,
+    pub assessed_at: NaiveDateTime,
+}
+
+impl AssessmentRow {
+    pub(crate) fn from_domain(exception: &str, a: &Assessment) -> Self {
+        let (likelihood, impact, vector) = match &a.method {
+            Method::Matrix { likelihood, impact } => (Some(i32::from(*likelihood)), Some(i32::from(*impact)), None),
+            Method::Cvss { vector } => (None, None, Some(vector.clone())),
+        };
+        Self {
+            id: a.id.to_string(),
+            exception_id: exception.to_owned(),
+            round: i32::try_from(a.round).unwrap_or(i32::MAX),
+            method: a.method.kind().as_str().to_owned(),
+            likelihood,
+            impact,
+            vector,
+            inherent_score: i32::try_from(a.inherent_score.0).unwrap_or(i32::MAX),
+            residual_score: i32::try_from(a.residual_score.0).unwrap_or(i32::MAX),
+            rationale: a.rationale.clone(),
+            threat_vectors: json(&a.threat_vectors),
+            assessed_by: a.assessed_by.as_str().to_owned(),
+            assessed_at: naive(a.assessed_at),
+        }
+    }
+
+    pub(crate) fn into_domain(self) -> Result<Assessment, StoreError> {
+        let method = match (parse("method", &self.method, MethodKind::parse)?, self.likelihood, self.impact, self.vector) {
+            (MethodKind::Matrix, Some(l), Some(i), _) => Method::Matrix {
+                likelihood: u8::try_from(l).map_err(StoreError::corrupt)?,
+                impact: u8::try_from(i).map_err(StoreError::corrupt)?,
+            },
+            (MethodKind::Cvss, _, _, Some(vector)) => Method::Cvss { vector },
+            _ => return Err(StoreError::corrupt(format!("assessment {} has no method values", self.id))),
+        };
+        Ok(Assessment {
+            id: uuid(&self.id)?,
+            round: u32::try_from(self.round).map_err(StoreError::corrupt)?,
+            method,
+            inherent_score: score(self.inherent_score),
+            residual_score: score(self.residual_score),
+            rationale: self.rationale,
+            threat_vectors: json_list(&self.threat_vectors)?,
+            assessed_by: Subject::parse("assessed_by", &self.assessed_by).map_err(|e| StoreError::corrupt(e.message))?,
+            assessed_at: utc(self.assessed_at),
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset, Debug, Clone, PartialEq)]
+#[diesel(table_name = approvals, treat_none_as_null = true)]
+pub(crate) struct ApprovalRow {
+    pub id: String,
+    pub exception_id: String,
+    pub round: i32,
+    pub role: String,
+    pub approver: String,
+    pub comment: Option<String>,
+    pub approved_at: NaiveDateTime,
+    pub assessment_id: String,
+    pub method: String,
+    pub inherent_score: i32,
+    pub inherent_level: String,
+    pub residual_score: i32,
+    pub residual_level: String,
+    pub superseded: bool,
+}
+
+impl ApprovalRow {
+    pub(crate) fn from_domain(exception: &str, a: &Approval) -> Self {
+        Self {
+            id: a.id.to_string(),
+            exception_id: exception.to_owned(),
+            round: i32::try_from(a.round).unwrap_or(i32::MAX),
+            role: a.role.as_str().to_owned(),
+            approver: a.approver.as_str().to_owned(),
+            comment: a.comment.clone(),
+            approved_at: naive(a.at),
+            assessment_id: a.risk.assessment_id.to_string(),
+            method: a.risk.method.as_str().to_owned(),
+            inherent_score: i32::try_from(a.risk.inherent_score.0).unwrap_or(i32::MAX),
+            inherent_level: a.risk.inherent_level.as_str().to_owned(),
+            residual_score: i32::try_from(a.risk.residual_score.0).unwrap_or(i32::MAX),
+            residual_level: a.risk.residual_level.as_str().to_owned(),
+            superseded: a.superseded,
+        }
+    }
+
+    pub(crate) fn into_domain(self) -> Result<Approval, StoreError> {
+        Ok(Approval {
+            id: uuid(&self.id)?,
+            round: u32::try_from(self.round).map_err(StoreError::corrupt)?,
+            role: parse("role", &self.role, Role::parse)?,
+            approver: Subject::parse("approver", &self.approver).map_err(|e| StoreError::corrupt(e.message))?,
+            comment: self.comment,
+            at: utc(self.approved_at),
+            risk: RiskSnapshot {
+                assessment_id: uuid(&self.assessment_id)?,
+                method: parse("method", &self.method, MethodKind::parse)?,
+                inherent_score: score(self.inherent_score),
+                inherent_level: parse("level", &self.inherent_level, Level::parse)?,
+                residual_score: score(self.residual_score),
+                residual_level: parse("level", &self.residual_level, Level::parse)?,
+            },
+            superseded: self.superseded,
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Debug, Clone)]
+#[diesel(table_name = audit_events)]
+pub(crate) struct AuditRow {
+    pub seq: i64,
+    pub exception_id: String,
+    pub action: String,
+    pub actor_subject: String,
+    pub actor_roles: String,
+    pub on_behalf_of: Option<String>,
+    pub at: NaiveDateTime,
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub changes: String,
+    pub request_id: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Insertable, Debug)]
+#[diesel(table_name = audit_events)]
+pub(crate) struct NewAuditRow {
+    pub exception_id: String,
+    pub action: String,
+    pub actor_subject: String,
+    pub actor_roles: String,
+    pub on_behalf_of: Option<String>,
+    pub at: NaiveDateTime,
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub changes: String,
+    pub request_id: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Insertable, Debug)]
+#[diesel(table_name = outbox)]
+pub(crate) struct NewOutboxRow {
+    pub id: String,
+    pub event_type: String,
+    pub exception_id: String,
+    pub audit_seq: i64,
+    pub payload: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug)]
+#[diesel(table_name = idempotency_keys)]
+pub(crate) struct IdempotencyRow {
+    pub subject: String,
+    pub idem_key: String,
+    pub request_hash: String,
+    pub status: i32,
+    pub body: String,
+    pub location: Option<String>,
+    pub etag: Option<String>,
+    pub created_at: NaiveDateTime,
+}

@@ -1,0 +1,11 @@
+DROP TABLE idempotency_keys;
+DROP TABLE outbox;
+DROP TABLE audit_events;
+DROP TABLE approvals;
+DROP TABLE assessments;
+DROP TABLE controls;
+DROP TABLE external_refs;
+DROP TABLE exception_control_ids;
+DROP TABLE exception_assets;
+DROP TABLE exceptions;
+DROP TABLE counters;
