@@ -1,1 +1,130 @@
-fn main() {}
+//! `leeway`: the security-exception service and its operator commands.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use leeway_api::auth::Auth;
+use leeway_api::clock::{Clock, SystemClock};
+use leeway_api::config::Config;
+use leeway_api::{Application, openapi};
+use leeway_domain::role::Role;
+
+/// Leeway manages security exceptions: time-boxed, risk-assessed, approved deviations from
+/// security policy. Configuration comes from LEEWAY_* environment variables, to which a
+/// KEY=VALUE file (--config) may add; see the README's configuration table.
+#[derive(Parser)]
+#[command(name = "leeway", version, about)]
+struct Cli {
+    /// A file of KEY=VALUE lines (e.g. LEEWAY_DATABASE_URL=...); environment variables win.
+    #[arg(long, global = true, env = "LEEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the HTTP service (applies pending migrations first).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print a signed bearer token for testing and scripts (uses the same secret as serve).
+    Token {
+        /// The subject (`sub`), e.g. alice.
+        #[arg(long)]
+        sub: String,
+        /// Comma-separated roles: requester, analyst, security_officer, asset_owner, ciso,
+        /// compliance, auditor, admin, integration.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// The caller's business unit.
+        #[arg(long)]
+        business_unit: Option<String>,
+        /// Lifetime: 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// Print the OpenAPI document (the committed openapi/openapi.json is this output).
+    Openapi,
+}
+
+fn parse_ttl(s: &str) -> Result<chrono::Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = n.parse().map_err(|_| format!("invalid --ttl {s:?}: use e.g. 90s, 30m, 1h, 7d"))?;
+    match unit {
+        "" | "s" => Ok(chrono::Duration::seconds(n)),
+        "m" => Ok(chrono::Duration::minutes(n)),
+        "h" => Ok(chrono::Duration::hours(n)),
+        "d" => Ok(chrono::Duration::days(n)),
+        _ => Err(format!("invalid --ttl unit {unit:?}: use s, m, h or d")),
+    }
+}
+
+fn init_logs(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            init_logs(&config);
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let app = Application::build(&config, clock)?;
+            tracing::info!(listen = %config.listen, port = app.port(), database = %redact(&config.database_url), "leeway serving");
+            actix_web::rt::System::new().block_on(app.run()).map_err(|e| e.to_string())
+        }
+        Command::Migrate => {
+            init_logs(&config);
+            let store = leeway_persistence::Store::connect(&config.database_url, 1).map_err(|e| e.to_string())?;
+            let applied = store.migrate().map_err(|e| e.to_string())?;
+            println!("{} migration(s) applied on {}", applied.len(), store.backend());
+            Ok(())
+        }
+        Command::Token { sub, roles, business_unit, ttl } => {
+            let (secret, _) = config.resolve_secret(true)?;
+            let mut parsed = Vec::new();
+            for r in &roles {
+                parsed.push(Role::parse(r.trim()).ok_or_else(|| {
+                    format!("unknown role {r:?}; one of {}", Role::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "))
+                })?);
+            }
+            let clock = Arc::new(SystemClock);
+            let auth = Auth::new(&secret, config.jwt_issuer.clone(), config.jwt_audience.clone(), config.roles_claim.clone(),
+                config.business_unit_claim.clone(), clock.clone());
+            let token = auth.mint(&sub, &parsed, business_unit.as_deref(), parse_ttl(&ttl)?, clock.now())?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Openapi => {
+            let doc = openapi().to_pretty_json().map_err(|e| e.to_string())?;
+            println!("{doc}");
+            Ok(())
+        }
+    }
+}
+
+/// Hides a password in a database URL for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}://{user}:***@{}", &url[..s], &url[at + 1..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("leeway: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,156 @@
+//! Bearer-token authentication (RFC 8725): HS256 only, `exp` required, `exp`/`nbf` checked
+//! against the injected clock with 60 s leeway, `iss`/`aud` when configured. The caller is
+//! an extractor, so no handler can forget it.
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
+use chrono::{DateTime, Duration, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+use crate::AppState;
+use crate::clock::Clock;
+use crate::error::ApiError;
+use leeway_domain::record::Subject;
+use leeway_domain::role::{Actor, Role};
+
+/// Allowed clock skew for `exp` and `nbf`.
+pub const LEEWAY_SECONDS: i64 = 60;
+
+/// Token verification settings.
+#[derive(Clone)]
+pub struct Auth {
+    decoding: DecodingKey,
+    encoding: EncodingKey,
+    validation: Validation,
+    issuer: Option<String>,
+    audience: Option<String>,
+    roles_claim: String,
+    business_unit_claim: String,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("issuer", &self.issuer).field("audience", &self.audience).finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// Verification with a shared HS256 secret.
+    pub fn new(
+        secret: &str,
+        issuer: Option<String>,
+        audience: Option<String>,
+        roles_claim: String,
+        business_unit_claim: String,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        // exp and nbf are checked below against the injected clock, not the system clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.required_spec_claims = ["exp", "sub"].iter().map(|s| (*s).to_owned()).collect();
+        match &issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Self {
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            validation,
+            issuer,
+            audience,
+            roles_claim,
+            business_unit_claim,
+            clock,
+        }
+    }
+
+    /// Verifies a token and resolves the caller.
+    pub fn verify(&self, token: &str) -> Result<Actor, ApiError> {
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &self.validation)
+            .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
+        let claims = data.claims;
+        let now = self.clock.now().timestamp();
+        let exp = claims.get("exp").and_then(Value::as_i64).ok_or_else(|| ApiError::unauthorized("token has no numeric exp"))?;
+        if now > exp + LEEWAY_SECONDS {
+            return Err(ApiError::unauthorized("token has expired"));
+        }
+        if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64) {
+            if now + LEEWAY_SECONDS < nbf {
+                return Err(ApiError::unauthorized("token is not valid yet (nbf)"));
+            }
+        }
+        let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
+        let subject = Subject::parse("sub", sub).map_err(|_| ApiError::unauthorized("token has no usable sub"))?;
+        let roles = match claims.get(&self.roles_claim) {
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).filter_map(Role::parse).collect(),
+            // a space-separated string, as some identity providers send scopes
+            Some(Value::String(s)) => s.split_whitespace().filter_map(Role::parse).collect(),
+            _ => Vec::new(),
+        };
+        let business_unit = claims.get(&self.business_unit_claim).and_then(Value::as_str).map(str::to_owned);
+        Ok(Actor { subject, roles, business_unit })
+    }
+
+    /// Signs a token for `subject` (the `leeway token` command and tests).
+    pub fn mint(
+        &self,
+        subject: &str,
+        roles: &[Role],
+        business_unit: Option<&str>,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<String, String> {
+        let mut claims = json!({
+            "sub": subject,
+            "iat": now.timestamp(),
+            "nbf": now.timestamp(),
+            "exp": (now + ttl).timestamp(),
+        });
+        claims[&self.roles_claim] = json!(roles.iter().map(|r| r.as_str()).collect::<Vec<_>>());
+        if let Some(bu) = business_unit {
+            claims[&self.business_unit_claim] = json!(bu);
+        }
+        if let Some(iss) = &self.issuer {
+            claims["iss"] = json!(iss);
+        }
+        if let Some(aud) = &self.audience {
+            claims["aud"] = json!(aud);
+        }
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| e.to_string())
+    }
+}
+
+/// The authenticated caller of a `/v1` request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Actor);
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let verify = || {
+            let state = req.app_data::<web::Data<AppState>>().ok_or_else(|| ApiError::internal(&"no app state"))?;
+            let header = req
+                .headers()
+                .get(actix_web::http::header::AUTHORIZATION)
+                .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <token>"))?;
+            let value = header.to_str().map_err(|_| ApiError::unauthorized("the Authorization header is not ASCII"))?;
+            let token = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .ok_or_else(|| ApiError::unauthorized("the Authorization scheme must be Bearer"))?;
+            state.auth.verify(token.trim()).map(Caller)
+        };
+        std::future::ready(verify())
+    }
+}

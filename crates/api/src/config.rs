@@ -1,0 +1,131 @@
+//! Configuration from environment variables, to which a `KEY=VALUE` file may add.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use leeway_domain::ApprovalPolicy;
+
+/// Everything `leeway serve` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `LEEWAY_DATABASE_URL`: `sqlite://PATH` or `postgres://...`.
+    pub database_url: String,
+    /// `LEEWAY_LISTEN`: address to bind.
+    pub listen: String,
+    /// `LEEWAY_JWT_SECRET`: the HS256 secret; generated beside the SQLite file when absent.
+    pub jwt_secret: Option<String>,
+    /// `LEEWAY_JWT_ISSUER`: required `iss`, when set.
+    pub jwt_issuer: Option<String>,
+    /// `LEEWAY_JWT_AUDIENCE`: required `aud`, when set.
+    pub jwt_audience: Option<String>,
+    /// `LEEWAY_JWT_ROLES_CLAIM`: the claim holding the roles array.
+    pub roles_claim: String,
+    /// `LEEWAY_JWT_BUSINESS_UNIT_CLAIM`: the claim holding the business unit.
+    pub business_unit_claim: String,
+    /// `LEEWAY_LOG`: tracing filter.
+    pub log: String,
+    /// `LEEWAY_LOG_FORMAT`: `text` or `json`.
+    pub log_format: String,
+    /// `LEEWAY_DB_POOL_SIZE`: connections in the pool.
+    pub pool_size: u32,
+    /// `LEEWAY_WORKERS`: HTTP worker threads (default: one per core).
+    pub workers: Option<usize>,
+    /// `LEEWAY_POLICY_FILE`: a JSON approval policy replacing the defaults.
+    pub policy: ApprovalPolicy,
+}
+
+/// Reads `KEY=VALUE` lines (blank lines and `#` comments ignored).
+pub fn read_file(path: &Path) -> Result<HashMap<String, String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut out = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line.split_once('=').ok_or_else(|| format!("{}:{}: expected KEY=VALUE", path.display(), n + 1))?;
+        out.insert(k.trim().to_owned(), v.trim().trim_matches('"').to_owned());
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// Environment first, then the file's values, then defaults.
+    pub fn load(file: Option<&Path>) -> Result<Self, String> {
+        let from_file = match file {
+            Some(p) => read_file(p)?,
+            None => HashMap::new(),
+        };
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty()).or_else(|| from_file.get(k).cloned());
+        let policy = match get("LEEWAY_POLICY_FILE") {
+            Some(p) => {
+                let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read policy {p}: {e}"))?;
+                let policy: ApprovalPolicy = serde_json::from_str(&text).map_err(|e| format!("policy {p}: {e}"))?;
+                policy.check()?;
+                policy
+            }
+            None => ApprovalPolicy::default(),
+        };
+        let number = |k: &str| -> Result<Option<u64>, String> {
+            get(k).map(|v| v.parse::<u64>().map_err(|_| format!("{k} must be a whole number, got {v:?}"))).transpose()
+        };
+        Ok(Self {
+            database_url: get("LEEWAY_DATABASE_URL").unwrap_or_else(|| "sqlite://leeway.db".to_owned()),
+            listen: get("LEEWAY_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
+            jwt_secret: get("LEEWAY_JWT_SECRET"),
+            jwt_issuer: get("LEEWAY_JWT_ISSUER"),
+            jwt_audience: get("LEEWAY_JWT_AUDIENCE"),
+            roles_claim: get("LEEWAY_JWT_ROLES_CLAIM").unwrap_or_else(|| "roles".to_owned()),
+            business_unit_claim: get("LEEWAY_JWT_BUSINESS_UNIT_CLAIM").unwrap_or_else(|| "business_unit".to_owned()),
+            log: get("LEEWAY_LOG").unwrap_or_else(|| "info".to_owned()),
+            log_format: get("LEEWAY_LOG_FORMAT").unwrap_or_else(|| "text".to_owned()),
+            pool_size: number("LEEWAY_DB_POOL_SIZE")?.map_or(8, |n| n.clamp(1, 256) as u32),
+            workers: number("LEEWAY_WORKERS")?.map(|n| n.clamp(1, 256) as usize),
+            policy,
+        })
+    }
+
+    /// Where a generated secret is kept: beside the SQLite database file.
+    pub fn secret_file(&self) -> Option<PathBuf> {
+        let path = self.database_url.strip_prefix("sqlite://")?;
+        Some(PathBuf::from(format!("{path}.jwt-secret")))
+    }
+
+    /// The configured secret, or the one kept beside the SQLite file (created when
+    /// `create` is set). Returns the secret and whether it was generated now.
+    pub fn resolve_secret(&self, create: bool) -> Result<(String, Option<PathBuf>), String> {
+        if let Some(s) = &self.jwt_secret {
+            if s.len() < 32 {
+                return Err("LEEWAY_JWT_SECRET must be at least 32 characters (RFC 8725: no memorable passwords)".into());
+            }
+            return Ok((s.clone(), None));
+        }
+        let Some(path) = self.secret_file() else {
+            return Err("LEEWAY_JWT_SECRET is required with PostgreSQL".into());
+        };
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            return Ok((s.trim().to_owned(), None));
+        }
+        if !create {
+            return Err(format!("no secret at {}: start `leeway serve` once or set LEEWAY_JWT_SECRET", path.display()));
+        }
+        use base64::Engine;
+        let bytes: [u8; 48] = rand::random();
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        write_private(&path, &secret).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok((secret, Some(path)))
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(content.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    std::fs::write(path, content)
+}

@@ -1,0 +1,62 @@
+//! Health, the caller, the policy.
+
+use actix_web::{HttpResponse, get, web};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::dto::{HealthView, MeView, PolicyView, Role};
+use crate::error::{ApiError, Problem};
+
+/// Liveness: the process answers.
+#[utoipa::path(tag = "system", responses((status = 200, description = "Alive", body = HealthView)))]
+#[get("/healthz")]
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(HealthView { status: "ok".into(), database: state.store.backend().into() })
+}
+
+/// Readiness: the database answers and every migration is applied.
+#[utoipa::path(tag = "system", responses(
+    (status = 200, description = "Ready", body = HealthView),
+    (status = 503, description = "Database unreachable or migrations pending", body = Problem, content_type = "application/problem+json"),
+))]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let store = state.store.clone();
+    let result = web::block(move || store.ready()).await?;
+    match result {
+        Ok(()) => Ok(HttpResponse::Ok().json(HealthView { status: "ok".into(), database: state.store.backend().into() })),
+        Err(e) => Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "Not ready",
+            e.to_string(),
+        )),
+    }
+}
+
+/// The caller's subject and resolved roles.
+#[utoipa::path(tag = "system", security(("bearer" = [])), responses(
+    (status = 200, description = "The caller", body = MeView),
+    (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+))]
+#[get("/me")]
+pub async fn me(caller: Caller) -> HttpResponse {
+    let a = caller.0;
+    HttpResponse::Ok().json(MeView {
+        subject: a.subject.to_string(),
+        restricted: a.is_restricted(),
+        roles: a.roles.iter().map(|r| Role::from(*r)).collect(),
+        business_unit: a.business_unit,
+    })
+}
+
+/// The approval policy in force: per residual level, who approves, how long an exception
+/// may last and how often it is reviewed; SLAs and limits.
+#[utoipa::path(tag = "system", security(("bearer" = [])), responses(
+    (status = 200, description = "The policy", body = PolicyView),
+    (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+))]
+#[get("/policy")]
+pub async fn policy(state: web::Data<AppState>, _caller: Caller) -> HttpResponse {
+    HttpResponse::Ok().json(PolicyView::from(&state.policy))
+}
