@@ -1,1 +1,302 @@
-//! End-to-end test support lives in tests/tests.
+//! The end-to-end test harness: [`spawn`] starts the real Leeway server on port 0 against a
+//! fresh database, on SQLite by default or on PostgreSQL when `LEEWAY_TEST_DATABASE_URL`
+//! names one (each test then gets its own schema in that database). Time is a
+//! [`ManualClock`] the test moves; nothing sleeps.
+
+#![expect(clippy::expect_used, reason = "test support: a failed set-up should stop the test loudly")]
+
+use chrono::{DateTime, Duration, Utc};
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use leeway_api::auth::Auth;
+use leeway_api::clock::{Clock, ManualClock};
+use leeway_api::config::Config;
+use leeway_api::Application;
+use leeway_domain::role::Role;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub use leeway_domain;
+
+/// The secret every test server uses.
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
+
+/// A database made for one test, removed when the test ends.
+enum TestDb {
+    Sqlite(std::path::PathBuf),
+    Postgres { admin_url: String, schema: String },
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match self {
+            TestDb::Sqlite(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+            TestDb::Postgres { admin_url, schema } => {
+                if let Ok(mut c) = PgConnection::establish(admin_url) {
+                    let _ = diesel::sql_query(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut c);
+                }
+            }
+        }
+    }
+}
+
+fn fresh_database() -> (String, TestDb) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    match std::env::var("LEEWAY_TEST_DATABASE_URL") {
+        Ok(url) if url.starts_with("postgres") => {
+            let schema = format!("t_{id}");
+            let mut c = PgConnection::establish(&url).expect("connect to LEEWAY_TEST_DATABASE_URL");
+            diesel::sql_query(format!("CREATE SCHEMA {schema}")).execute(&mut c).expect("create test schema");
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let test_url = format!("{url}{sep}options=-csearch_path%3D{schema}");
+            (test_url, TestDb::Postgres { admin_url: url, schema })
+        }
+        _ => {
+            let path = std::env::temp_dir().join(format!("leeway-test-{id}.db"));
+            (format!("sqlite://{}", path.display()), TestDb::Sqlite(path))
+        }
+    }
+}
+
+/// What a test changes in the server's configuration.
+#[derive(Default, Clone)]
+pub struct Options {
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    pub audience: Option<String>,
+}
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    /// The server's clock.
+    pub clock: Arc<ManualClock>,
+    /// The database URL the server uses.
+    pub database_url: String,
+    auth: Auth,
+    _db: TestDb,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// JSON body (Null when empty or not JSON).
+    pub body: Value,
+}
+
+impl Resp {
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+
+    /// `body[key]` as a string.
+    pub fn str(&self, key: &str) -> String {
+        self.body[key].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// The fields named in a validation problem.
+    pub fn fields(&self) -> Vec<String> {
+        self.body["errors"].as_array().map(|a| a.iter().map(|e| e["field"].as_str().unwrap_or("").to_owned()).collect()).unwrap_or_default()
+    }
+}
+
+/// Starts a server with default options.
+pub async fn spawn() -> TestApp {
+    spawn_with(Options::default()).await
+}
+
+/// Starts a server.
+pub async fn spawn_with(options: Options) -> TestApp {
+    let (database_url, db) = fresh_database();
+    let config = Config {
+        database_url: database_url.clone(),
+        listen: "127.0.0.1:0".to_owned(),
+        jwt_secret: Some(SECRET.to_owned()),
+        jwt_issuer: options.issuer.clone(),
+        jwt_audience: options.audience.clone(),
+        roles_claim: "roles".to_owned(),
+        business_unit_claim: "business_unit".to_owned(),
+        log: "warn".to_owned(),
+        log_format: "text".to_owned(),
+        pool_size: 4,
+        workers: Some(1),
+        policy: leeway_domain::ApprovalPolicy::default(),
+    };
+    let clock = Arc::new(ManualClock::default());
+    let app = Application::build(&config, clock.clone()).expect("build the application");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run());
+    let auth = Auth::new(SECRET, options.issuer, options.audience, "roles".into(), "business_unit".into(), clock.clone());
+    TestApp { base, client: reqwest::Client::new(), clock, database_url, auth, _db: db }
+}
+
+impl TestApp {
+    /// A token for `sub` with `roles` (comma-separated) and an optional business unit.
+    pub fn token(&self, sub: &str, roles: &str, business_unit: Option<&str>) -> String {
+        let roles: Vec<Role> = roles.split(',').filter(|r| !r.is_empty()).map(|r| Role::parse(r).expect("known role")).collect();
+        self.auth.mint(sub, &roles, business_unit, Duration::days(3650), self.clock.now()).expect("mint a token")
+    }
+
+    /// Runs SQL directly against the test's database (to simulate tampering).
+    pub fn sql(&self, statement: &str) {
+        if let Some(path) = self.database_url.strip_prefix("sqlite://") {
+            let mut c = diesel::SqliteConnection::establish(path).expect("open the test database");
+            diesel::sql_query(statement).execute(&mut c).expect("run SQL");
+        } else {
+            let mut c = PgConnection::establish(&self.database_url).expect("open the test database");
+            diesel::sql_query(statement).execute(&mut c).expect("run SQL");
+        }
+    }
+
+    /// Now, on the server's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Sends a request; `headers` are extra headers.
+    pub async fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>, headers: &[(&str, &str)]) -> Resp {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_string());
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.expect("send request");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap_or_default();
+        Resp { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.send("GET", path, Some(token), None, &[]).await
+    }
+
+    /// POST with a JSON body.
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.send("POST", path, Some(token), Some(&body), &[]).await
+    }
+
+    /// An action on an exception: `POST /v1/exceptions/{id}/{action}`.
+    pub async fn act(&self, id: &str, action: &str, token: &str) -> Resp {
+        self.send("POST", &format!("/v1/exceptions/{id}/{action}"), Some(token), Some(&json!({})), &[]).await
+    }
+
+    /// `PUT /v1/exceptions/{id}/risk`.
+    pub async fn assess(&self, id: &str, token: &str, body: Value) -> Resp {
+        self.send("PUT", &format!("/v1/exceptions/{id}/risk"), Some(token), Some(&body), &[]).await
+    }
+
+    /// `PATCH /v1/exceptions/{id}/controls/{control}`.
+    pub async fn change_control(&self, id: &str, control: &str, token: &str, body: Value) -> Resp {
+        self.send("PATCH", &format!("/v1/exceptions/{id}/controls/{control}"), Some(token), Some(&body), &[]).await
+    }
+}
+
+/// A complete, valid create body; `overrides` replace members.
+pub fn exception_body(overrides: Value) -> Value {
+    let mut body = json!({
+        "title": "Legacy VPN without MFA",
+        "category": "mfa_bypass",
+        "policy_id": "POL-AC-01",
+        "control_ids": ["NIST-800-53:IA-2"],
+        "assets": ["vpn-01"],
+        "business_unit": "payments",
+        "justification": "The vendor appliance cannot do MFA until the Q3 upgrade.",
+        "risk_owner": "erin",
+        "expires_at": (Utc::now() + Duration::days(60)).to_rfc3339(),
+        "controls": [
+            {"description": "IP allow-list to the vendor's range", "kind": "preventive", "effectiveness": "high"},
+            {"description": "Session recording", "kind": "detective", "effectiveness": "medium"}
+        ]
+    });
+    if let (Value::Object(b), Value::Object(o)) = (&mut body, overrides) {
+        for (k, v) in o {
+            if v.is_null() {
+                b.remove(&k);
+            } else {
+                b.insert(k, v);
+            }
+        }
+    }
+    body
+}
+
+/// The people of a typical walk: tokens for each role.
+pub struct Cast {
+    /// alice, requester in payments.
+    pub requester: String,
+    /// bob, analyst.
+    pub analyst: String,
+    /// carol, security officer.
+    pub officer: String,
+    /// frank, asset owner.
+    pub asset_owner: String,
+    /// dave, CISO.
+    pub ciso: String,
+    /// gina, compliance.
+    pub compliance: String,
+}
+
+impl Cast {
+    /// Tokens for the usual people.
+    pub fn new(app: &TestApp) -> Self {
+        Self {
+            requester: app.token("alice", "requester", Some("payments")),
+            analyst: app.token("bob", "analyst", None),
+            officer: app.token("carol", "security_officer", None),
+            asset_owner: app.token("frank", "asset_owner", None),
+            ciso: app.token("dave", "ciso", None),
+            compliance: app.token("gina", "compliance", None),
+        }
+    }
+}
+
+impl TestApp {
+    /// Creates an exception (draft unless `overrides` says `submit: true`); returns its id.
+    pub async fn create(&self, cast: &Cast, overrides: Value) -> String {
+        let r = self.post("/v1/exceptions", &cast.requester, exception_body(overrides)).await;
+        assert_eq!(r.status, 201, "create: {}", r.body);
+        r.str("id")
+    }
+
+    /// Draft -> submitted.
+    pub async fn submitted(&self, cast: &Cast) -> String {
+        self.create(cast, json!({"submit": true})).await
+    }
+
+    /// Submitted -> pending approval (matrix 2 x 2 = 4, low: one security officer approves).
+    pub async fn pending(&self, cast: &Cast, overrides: Value) -> String {
+        let id = self.create(cast, overrides).await;
+        assert_eq!(self.act(&id, "submit", &cast.requester).await.status, 200);
+        let r = self.assess(&id, &cast.analyst, json!({"method": "matrix", "likelihood": 2, "impact": 2, "rationale": "Low exposure"})).await;
+        assert_eq!(r.status, 200, "assess: {}", r.body);
+        id
+    }
+
+    /// Pending approval -> approved (future start) or active.
+    pub async fn approved(&self, cast: &Cast, overrides: Value) -> String {
+        let id = self.pending(cast, overrides).await;
+        let r = self.act(&id, "approve", &cast.officer).await;
+        assert_eq!(r.status, 200, "approve: {}", r.body);
+        id
+    }
+}

@@ -53,12 +53,19 @@ impl Auth {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.required_spec_claims = ["exp", "sub"].iter().map(|s| (*s).to_owned()).collect();
+        // RFC 8725 3.8/3.9: when configured, iss and aud must be present and match.
         match &issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                validation.required_spec_claims.insert("iss".to_owned());
+            }
             None => validation.iss = None,
         }
         match &audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.required_spec_claims.insert("aud".to_owned());
+            }
             None => validation.validate_aud = false,
         }
         Self {

@@ -63,7 +63,13 @@ fn decode_problem(err: serde_path_to_error::Error<serde_json::Error>) -> ApiErro
 /// fields, the missing member for missing ones, else the path.
 pub fn field_errors(path: &str, msg: &str) -> Vec<FieldError> {
     let msg = msg.split(" at line ").next().unwrap_or(msg).to_owned();
-    let join = |name: &str| if path == "." || path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
+    // serde_path_to_error's path already ends with an unknown member's name; not so for a
+    // missing one.
+    let join = |name: &str| match path {
+        "." | "" => name.to_owned(),
+        p if p == name || p.ends_with(&format!(".{name}")) => p.to_owned(),
+        p => format!("{p}.{name}"),
+    };
     if let Some(name) = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
         let (code, message) = if SERVER_CONTROLLED.contains(&name) {
             ("server_controlled", format!("`{name}` is set by the server and cannot be sent"))

@@ -109,9 +109,11 @@ pub struct NewControl {
     /// What the control is; 3..2000 characters.
     pub description: String,
     /// How it acts.
-    pub kind: ControlKind,
+    #[schema(value_type = ControlKind)]
+    pub kind: String,
     /// How much it reduces risk once verified.
-    pub effectiveness: Effectiveness,
+    #[schema(value_type = Effectiveness)]
+    pub effectiveness: String,
 }
 
 impl NewControl {
@@ -119,8 +121,8 @@ impl NewControl {
     pub fn to_domain(&self) -> record::ControlInput {
         record::ControlInput {
             description: self.description.clone(),
-            kind: self.kind.as_str().to_owned(),
-            effectiveness: self.effectiveness.as_str().to_owned(),
+            kind: self.kind.clone(),
+            effectiveness: self.effectiveness.clone(),
         }
     }
 }
@@ -136,7 +138,8 @@ macro_rules! exception_fields {
             pub title: Option<String>,
             /// The kind of deviation.
             #[serde(default)]
-            pub category: Option<Category>,
+            #[schema(value_type = Option<Category>)]
+            pub category: Option<String>,
             /// The policy deviated from, e.g. `POL-AC-01`; 1..100 characters.
             #[serde(default)]
             pub policy_id: Option<String>,
@@ -160,7 +163,8 @@ macro_rules! exception_fields {
             pub risk_owner: Option<String>,
             /// Default `standard`.
             #[serde(default)]
-            pub priority: Option<Priority>,
+            #[schema(value_type = Option<Priority>)]
+            pub priority: Option<String>,
             /// When coverage begins; default: the moment of final approval.
             #[serde(default)]
             pub starts_at: Option<DateTime<Utc>>,
@@ -188,7 +192,7 @@ macro_rules! exception_fields {
             pub fn fields(&self) -> record::FieldsInput {
                 record::FieldsInput {
                     title: self.title.clone(),
-                    category: self.category.map(|c| c.as_str().to_owned()),
+                    category: self.category.clone(),
                     policy_id: self.policy_id.clone(),
                     control_ids: self.control_ids.clone(),
                     assets: self.assets.clone(),
@@ -196,7 +200,7 @@ macro_rules! exception_fields {
                     justification: self.justification.clone(),
                     business_impact: self.business_impact.clone(),
                     risk_owner: self.risk_owner.clone(),
-                    priority: self.priority.map(|p| p.as_str().to_owned()),
+                    priority: self.priority.clone(),
                     starts_at: self.starts_at,
                     expires_at: self.expires_at,
                     remediation_plan: self.remediation_plan.clone(),
@@ -240,7 +244,7 @@ impl ExceptionFields {
     pub fn from_domain(f: &record::Fields) -> Self {
         Self {
             title: Some(f.title.clone()),
-            category: Some(f.category.into()),
+            category: Some(f.category.as_str().to_owned()),
             policy_id: Some(f.policy_id.clone()),
             control_ids: Some(f.control_ids.clone()),
             assets: Some(f.assets.clone()),
@@ -248,7 +252,7 @@ impl ExceptionFields {
             justification: Some(f.justification.clone()),
             business_impact: f.business_impact.clone(),
             risk_owner: Some(f.risk_owner.to_string()),
-            priority: Some(f.priority.into()),
+            priority: Some(f.priority.as_str().to_owned()),
             starts_at: f.starts_at,
             expires_at: f.expires_at,
             remediation_plan: f.remediation_plan.clone(),

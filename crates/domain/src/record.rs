@@ -266,14 +266,15 @@ fn list(
         return Vec::new();
     };
     let mut out: Vec<String> = Vec::with_capacity(raw.len());
+    let mut bad_items = false;
     for (i, item) in raw.iter().enumerate() {
-        if let Some(v) = errors.take(bounded(&format!("{field}[{i}]"), item, 1, item_max)) {
-            if !out.contains(&v) {
-                out.push(v);
-            }
+        match errors.take(bounded(&format!("{field}[{i}]"), item, 1, item_max)) {
+            Some(v) if !out.contains(&v) => out.push(v),
+            Some(_) => {}
+            None => bad_items = true,
         }
     }
-    if out.len() < min && errors.is_empty() {
+    if out.len() < min && !bad_items {
         errors.push(FieldError::new(field, "too_few", format!("needs at least {min} item(s)")));
     }
     if out.len() > max {

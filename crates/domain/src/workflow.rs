@@ -122,8 +122,12 @@ fn is_requester_side(e: &Exception, a: &Actor) -> bool {
 /// Checks everything but the body of a request: state, role, ownership, separation of duties.
 pub fn guard(e: &Exception, ctx: &Ctx<'_>, action: Action) -> Result<(), DomainError> {
     let status = effective_status(e, ctx.now);
-    let refused = || DomainError::InvalidTransition { action, current: status, allowed: status.permitted() };
-    if !status.permits(action) || !action.is_human() {
+    let refused = || DomainError::InvalidTransition {
+        action,
+        current: status,
+        allowed: Action::ALL.iter().copied().filter(|a| state_allows(e, status, *a)).collect(),
+    };
+    if !state_allows(e, status, action) || !action.is_human() {
         return Err(refused());
     }
     let a = ctx.actor;
@@ -151,16 +155,12 @@ pub fn guard(e: &Exception, ctx: &Ctx<'_>, action: Action) -> Result<(), DomainE
             if e.is_requester(&a.subject) {
                 return Err(DomainError::SeparationOfDuties("the requester may not assess their own exception".into()));
             }
-            if status == Status::Active && !awaiting_ratification(e) {
-                return Err(refused());
-            }
         }
         Action::Approve => {
             if e.is_requester(&a.subject) {
                 return Err(DomainError::SeparationOfDuties("the requester may not approve their own exception".into()));
             }
             match status {
-                Status::Active if !awaiting_ratification(e) => return Err(refused()),
                 Status::Active | Status::RenewalPending if !assessed_this_round(e) => {
                     return Err(DomainError::field("risk", "assessment_required", "this round needs a fresh assessment before any approval"));
                 }
@@ -190,6 +190,16 @@ pub fn guard(e: &Exception, ctx: &Ctx<'_>, action: Action) -> Result<(), DomainE
         | Action::AutoReject => {}
     }
     Ok(())
+}
+
+/// The table, narrowed by the conditions it states: in `active`, assessing and approving are
+/// only for an emergency exception awaiting ratification.
+fn state_allows(e: &Exception, status: Status, action: Action) -> bool {
+    status.permits(action)
+        && match (status, action) {
+            (Status::Active, Action::Assess | Action::Approve) => awaiting_ratification(e),
+            _ => true,
+        }
 }
 
 fn awaiting_ratification(e: &Exception) -> bool {

@@ -1,0 +1,12 @@
+//! End-to-end tests through HTTP. Each test starts the real server on port 0 against a fresh
+//! database: SQLite by default, PostgreSQL when `LEEWAY_TEST_DATABASE_URL` names one.
+
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod auth;
+mod conventions;
+mod intake;
+mod lifecycle;
+mod risk;
+mod trail;
+mod visibility;
