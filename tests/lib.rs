@@ -7,10 +7,10 @@
 
 use chrono::{DateTime, Duration, Utc};
 use diesel::{Connection, PgConnection, RunQueryDsl};
+use leeway_api::Application;
 use leeway_api::auth::Auth;
 use leeway_api::clock::{Clock, ManualClock};
 use leeway_api::config::Config;
-use leeway_api::Application;
 use leeway_domain::role::Role;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -108,7 +108,10 @@ impl Resp {
 
     /// The fields named in a validation problem.
     pub fn fields(&self) -> Vec<String> {
-        self.body["errors"].as_array().map(|a| a.iter().map(|e| e["field"].as_str().unwrap_or("").to_owned()).collect()).unwrap_or_default()
+        self.body["errors"]
+            .as_array()
+            .map(|a| a.iter().map(|e| e["field"].as_str().unwrap_or("").to_owned()).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -138,14 +141,16 @@ pub async fn spawn_with(options: Options) -> TestApp {
     let app = Application::build(&config, clock.clone()).expect("build the application");
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run());
-    let auth = Auth::new(SECRET, options.issuer, options.audience, "roles".into(), "business_unit".into(), clock.clone());
+    let auth =
+        Auth::new(SECRET, options.issuer, options.audience, "roles".into(), "business_unit".into(), clock.clone());
     TestApp { base, client: reqwest::Client::new(), clock, database_url, auth, _db: db }
 }
 
 impl TestApp {
     /// A token for `sub` with `roles` (comma-separated) and an optional business unit.
     pub fn token(&self, sub: &str, roles: &str, business_unit: Option<&str>) -> String {
-        let roles: Vec<Role> = roles.split(',').filter(|r| !r.is_empty()).map(|r| Role::parse(r).expect("known role")).collect();
+        let roles: Vec<Role> =
+            roles.split(',').filter(|r| !r.is_empty()).map(|r| Role::parse(r).expect("known role")).collect();
         self.auth.mint(sub, &roles, business_unit, Duration::days(3650), self.clock.now()).expect("mint a token")
     }
 
@@ -166,7 +171,14 @@ impl TestApp {
     }
 
     /// Sends a request; `headers` are extra headers.
-    pub async fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>, headers: &[(&str, &str)]) -> Resp {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
@@ -287,7 +299,13 @@ impl TestApp {
     pub async fn pending(&self, cast: &Cast, overrides: Value) -> String {
         let id = self.create(cast, overrides).await;
         assert_eq!(self.act(&id, "submit", &cast.requester).await.status, 200);
-        let r = self.assess(&id, &cast.analyst, json!({"method": "matrix", "likelihood": 2, "impact": 2, "rationale": "Low exposure"})).await;
+        let r = self
+            .assess(
+                &id,
+                &cast.analyst,
+                json!({"method": "matrix", "likelihood": 2, "impact": 2, "rationale": "Low exposure"}),
+            )
+            .await;
         assert_eq!(r.status, 200, "assess: {}", r.body);
         id
     }

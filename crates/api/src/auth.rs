@@ -86,14 +86,17 @@ impl Auth {
             .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
         let claims = data.claims;
         let now = self.clock.now().timestamp();
-        let exp = claims.get("exp").and_then(Value::as_i64).ok_or_else(|| ApiError::unauthorized("token has no numeric exp"))?;
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| ApiError::unauthorized("token has no numeric exp"))?;
         if now > exp + LEEWAY_SECONDS {
             return Err(ApiError::unauthorized("token has expired"));
         }
-        if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64) {
-            if now + LEEWAY_SECONDS < nbf {
-                return Err(ApiError::unauthorized("token is not valid yet (nbf)"));
-            }
+        if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64)
+            && now + LEEWAY_SECONDS < nbf
+        {
+            return Err(ApiError::unauthorized("token is not valid yet (nbf)"));
         }
         let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
         let subject = Subject::parse("sub", sub).map_err(|_| ApiError::unauthorized("token has no usable sub"))?;

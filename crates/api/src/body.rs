@@ -18,9 +18,30 @@ pub const MAX_BODY: usize = 1024 * 1024;
 
 /// Members of the exception resource that only the server sets.
 const SERVER_CONTROLLED: &[&str] = &[
-    "id", "key", "status", "status_reason", "covering", "round", "version", "risk", "controls_summary", "approvals",
-    "required_approvals", "allowed_actions", "reviews", "requester", "chronic", "at_risk", "created_at", "updated_at",
-    "submitted_at", "approved_at", "closed_at", "next_review_at", "verified_by", "verified_at",
+    "id",
+    "key",
+    "status",
+    "status_reason",
+    "covering",
+    "round",
+    "version",
+    "risk",
+    "controls_summary",
+    "approvals",
+    "required_approvals",
+    "allowed_actions",
+    "reviews",
+    "requester",
+    "chronic",
+    "at_risk",
+    "created_at",
+    "updated_at",
+    "submitted_at",
+    "approved_at",
+    "closed_at",
+    "next_review_at",
+    "verified_by",
+    "verified_at",
 ];
 
 /// A JSON body, deserialised strictly (unknown members refused) and validated; keeps the
@@ -143,8 +164,12 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for JsonBody<T> {
         Box::pin(async move {
             let bytes = bytes.await.map_err(|e| {
                 if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "The body is too large",
-                        format!("request bodies are limited to {MAX_BODY} bytes"))
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "The body is too large",
+                        format!("request bodies are limited to {MAX_BODY} bytes"),
+                    )
                 } else {
                     payload_problem(&e.to_string())
                 }
@@ -161,7 +186,9 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for JsonBody<T> {
             let raw: &[u8] = if empty { b"{}" } else { &bytes };
             let mut de = serde_json::Deserializer::from_slice(raw);
             let value: T = serde_path_to_error::deserialize(&mut de).map_err(decode_problem)?;
-            de.end().map_err(|e| ApiError::bad_request("malformed_json", format!("trailing characters after the JSON body: {e}")))?;
+            de.end().map_err(|e| {
+                ApiError::bad_request("malformed_json", format!("trailing characters after the JSON body: {e}"))
+            })?;
             value.validate().map_err(|e| ApiError::validation(flatten(&e)))?;
             Ok(Self { value, digest: hex::encode(Sha256::digest(raw)) })
         })

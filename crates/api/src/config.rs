@@ -96,7 +96,9 @@ impl Config {
     pub fn resolve_secret(&self, create: bool) -> Result<(String, Option<PathBuf>), String> {
         if let Some(s) = &self.jwt_secret {
             if s.len() < 32 {
-                return Err("LEEWAY_JWT_SECRET must be at least 32 characters (RFC 8725: no memorable passwords)".into());
+                return Err(
+                    "LEEWAY_JWT_SECRET must be at least 32 characters (RFC 8725: no memorable passwords)".into()
+                );
             }
             return Ok((s.clone(), None));
         }

@@ -258,7 +258,10 @@ impl ExceptionFields {
             remediation_plan: f.remediation_plan.clone(),
             remediation_due: f.remediation_due,
             external_refs: Some(
-                f.external_refs.iter().map(|r| ExternalRef { system: r.system.clone(), id: r.id.clone(), url: r.url.clone() }).collect(),
+                f.external_refs
+                    .iter()
+                    .map(|r| ExternalRef { system: r.system.clone(), id: r.id.clone(), url: r.url.clone() })
+                    .collect(),
             ),
             tags: Some(f.tags.clone()),
         }
@@ -651,7 +654,9 @@ impl ExceptionView {
                 .collect(),
             allowed_actions: workflow::allowed_actions(e, &ctx).into_iter().map(Action::from).collect(),
             approval_sla_due_at: match status {
-                leeway_domain::Status::Submitted | leeway_domain::Status::PendingApproval => workflow::sla_deadline(policy, e),
+                leeway_domain::Status::Submitted | leeway_domain::Status::PendingApproval => {
+                    workflow::sla_deadline(policy, e)
+                }
                 _ => None,
             },
             created_at: e.created_at,

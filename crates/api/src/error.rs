@@ -8,7 +8,7 @@ use actix_web::{HttpResponse, ResponseError};
 use leeway_domain::{DomainError, FieldError};
 use leeway_persistence::StoreError;
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 tokio::task_local! {
@@ -61,10 +61,13 @@ pub struct Problem {
     pub extra: Map<String, Value>,
 }
 
-/// An error on its way to becoming a problem response.
+/// An error on its way to becoming a problem response (boxed: errors are the rare path).
 #[derive(Debug, thiserror::Error)]
-#[error("{code}: {detail}")]
-pub struct ApiError {
+#[error("{}: {}", .0.code, .0.detail)]
+pub struct ApiError(Box<Details>);
+
+#[derive(Debug)]
+struct Details {
     status: StatusCode,
     code: &'static str,
     title: &'static str,
@@ -94,18 +97,26 @@ pub fn pointer(field: &str) -> String {
 impl ApiError {
     /// A problem with no field errors.
     pub fn new(status: StatusCode, code: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, title, detail: detail.into(), errors: Vec::new(), extra: Map::new(), headers: Vec::new() }
+        Self(Box::new(Details {
+            status,
+            code,
+            title,
+            detail: detail.into(),
+            errors: Vec::new(),
+            extra: Map::new(),
+            headers: Vec::new(),
+        }))
     }
 
     /// Adds an extension member.
     pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
-        self.extra.insert(key.to_owned(), serde_json::to_value(value).unwrap_or(Value::Null));
+        self.0.extra.insert(key.to_owned(), serde_json::to_value(value).unwrap_or(Value::Null));
         self
     }
 
     /// Adds a response header.
     pub fn header(mut self, name: &'static str, value: String) -> Self {
-        self.headers.push((name, value));
+        self.0.headers.push((name, value));
         self
     }
 
@@ -116,11 +127,19 @@ impl ApiError {
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
             "The request is not valid",
-            format!("{n} field(s) are invalid: {}", errors.iter().map(|f| f.field.as_str()).collect::<Vec<_>>().join(", ")),
+            format!(
+                "{n} field(s) are invalid: {}",
+                errors.iter().map(|f| f.field.as_str()).collect::<Vec<_>>().join(", ")
+            ),
         );
-        e.errors = errors
+        e.0.errors = errors
             .into_iter()
-            .map(|f| FieldProblem { pointer: pointer(&f.field), field: f.field, code: f.code.to_owned(), message: f.message })
+            .map(|f| FieldProblem {
+                pointer: pointer(&f.field),
+                field: f.field,
+                code: f.code.to_owned(),
+                message: f.message,
+            })
             .collect();
         e
     }
@@ -143,41 +162,50 @@ impl ApiError {
 
     /// 404, the same for absent and not visible.
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", "no such resource, or it is not visible to the caller")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Not found",
+            "no such resource, or it is not visible to the caller",
+        )
     }
 
     /// 500: the cause is logged, the client is told one line.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, request_id = current_request_id().unwrap_or_default(), "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "an internal error occurred; quote the request id")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "an internal error occurred; quote the request id",
+        )
     }
 
     /// The problem body, for tests and the OpenAPI examples.
     pub fn problem(&self) -> Problem {
+        let d = &self.0;
         Problem {
-            type_: format!("urn:problem-type:leeway:{}", self.code),
-            title: self.title.to_owned(),
-            status: self.status.as_u16(),
-            detail: self.detail.clone(),
+            type_: format!("urn:problem-type:leeway:{}", d.code),
+            title: d.title.to_owned(),
+            status: d.status.as_u16(),
+            detail: d.detail.clone(),
             instance: current_request_id().map(|id| format!("urn:uuid:{id}")),
-            code: self.code.to_owned(),
-            errors: self.errors.clone(),
-            extra: self.extra.clone(),
+            code: d.code.to_owned(),
+            errors: d.errors.clone(),
+            extra: d.extra.clone(),
         }
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut res = HttpResponse::build(self.status);
-        res.insert_header(ContentType(
-            "application/problem+json".parse().unwrap_or(mime_json()),
-        ));
-        for (k, v) in &self.headers {
+        let mut res = HttpResponse::build(self.0.status);
+        res.insert_header(ContentType("application/problem+json".parse().unwrap_or(mime_json())));
+        for (k, v) in &self.0.headers {
             if let Ok(v) = HeaderValue::from_str(v) {
                 res.insert_header((*k, v));
             }
@@ -287,9 +315,4 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::Htt
 /// Unmatched routes.
 pub async fn not_found_route() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found())
-}
-
-/// An example body for the contract.
-pub fn example(code: &str) -> Value {
-    json!({"type": format!("urn:problem-type:leeway:{code}"), "code": code})
 }

@@ -70,20 +70,25 @@ impl utoipa::Modify for Security {
         let components = openapi.components.get_or_insert_with(Default::default);
         let mut http = Http::new(HttpAuthScheme::Bearer);
         http.bearer_format = Some("JWT".to_owned());
-        http.description = Some("HS256 JWT with `sub`, `exp`, `roles` (array) and optionally `business_unit`".to_owned());
+        http.description =
+            Some("HS256 JWT with `sub`, `exp`, `roles` (array) and optionally `business_unit`".to_owned());
         components.add_security_scheme("bearer", SecurityScheme::Http(http));
     }
 }
 
 /// The OpenAPI document generated from the handlers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, api) = App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes::configure).split_for_parts();
+    let (_, api) =
+        App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes::configure).split_for_parts();
     api
 }
 
 /// Sets `X-Request-Id` (the caller's when it is sane, else a new UUID), makes it available
 /// to problems and logs, and logs one line per request.
-async fn request_id(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+async fn request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = req
         .headers()
         .get("x-request-id")
@@ -135,7 +140,8 @@ impl Application {
             clock.clone(),
         );
         let state = web::Data::new(AppState { store, auth, policy: config.policy.clone(), clock });
-        let listener = TcpListener::bind(&config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let listener =
+            TcpListener::bind(&config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let api = openapi();
         let mut server = HttpServer::new(move || {

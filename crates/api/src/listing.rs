@@ -49,7 +49,9 @@ fn bad(param: &str, detail: impl std::fmt::Display) -> ApiError {
 }
 
 fn time(param: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc)).map_err(|e| bad(param, format!("not an RFC 3339 timestamp ({e})")))
+    DateTime::parse_from_rfc3339(v)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| bad(param, format!("not an RFC 3339 timestamp ({e})")))
 }
 
 fn text(param: &str, v: &str) -> Result<String, ApiError> {
@@ -63,8 +65,8 @@ fn text(param: &str, v: &str) -> Result<String, ApiError> {
 /// Parses the query string of `GET /v1/exceptions`; returns the query and the filters'
 /// fingerprint.
 pub fn parse(raw: &str, actor: &Actor, now: DateTime<Utc>) -> Result<(ListQuery, String), ApiError> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(raw).map_err(|e| ApiError::bad_request("invalid_query", format!("invalid query string: {e}")))?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("invalid query string: {e}")))?;
     let mut q = ListQuery { limit: DEFAULT_LIMIT, now, ..ListQuery::default() };
     let mut cursor = None;
     let mut external_system = None;
@@ -75,11 +77,19 @@ pub fn parse(raw: &str, actor: &Actor, now: DateTime<Utc>) -> Result<(ListQuery,
             "status" => {
                 for s in v.split(',').filter(|s| !s.is_empty()) {
                     q.statuses.push(Status::parse(s).ok_or_else(|| {
-                        bad("status", format!("unknown status {s:?}; one of {}", Status::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")))
+                        bad(
+                            "status",
+                            format!(
+                                "unknown status {s:?}; one of {}",
+                                Status::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                            ),
+                        )
                     })?);
                 }
             }
-            "risk_level" => q.risk_level = Some(Level::parse(v).ok_or_else(|| bad(k, "one of low, medium, high, critical"))?),
+            "risk_level" => {
+                q.risk_level = Some(Level::parse(v).ok_or_else(|| bad(k, "one of low, medium, high, critical"))?)
+            }
             "category" => {
                 leeway_domain::record::Category::parse(v).ok_or_else(|| bad(k, "unknown category"))?;
                 q.category = Some(v.clone());
@@ -135,7 +145,9 @@ pub fn parse(raw: &str, actor: &Actor, now: DateTime<Utc>) -> Result<(ListQuery,
     filters.sort();
     let fingerprint = hex::encode(&Sha256::digest(serde_json::to_vec(&filters).unwrap_or_default())[..8]);
     if let Some(c) = cursor {
-        let invalid = || ApiError::bad_request("invalid_cursor", "the cursor is invalid, or was issued for other filters or sort");
+        let invalid = || {
+            ApiError::bad_request("invalid_cursor", "the cursor is invalid, or was issued for other filters or sort")
+        };
         let bytes = URL_SAFE_NO_PAD.decode(c.as_bytes()).map_err(|_| invalid())?;
         let c: Cursor = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
         if c.f != fingerprint || c.s != sort_name(q.sort) {
@@ -144,7 +156,8 @@ pub fn parse(raw: &str, actor: &Actor, now: DateTime<Utc>) -> Result<(ListQuery,
         q.after = Some((c.t, c.id));
     }
     if actor.is_restricted() {
-        q.visibility = Some(Visibility { subject: actor.subject.to_string(), business_unit: actor.business_unit.clone() });
+        q.visibility =
+            Some(Visibility { subject: actor.subject.to_string(), business_unit: actor.business_unit.clone() });
     }
     Ok((q, fingerprint))
 }

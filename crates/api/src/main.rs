@@ -62,7 +62,8 @@ fn parse_ttl(s: &str) -> Result<chrono::Duration, String> {
 }
 
 fn init_logs(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if config.log_format == "json" {
         builder.json().init();
@@ -93,12 +94,21 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut parsed = Vec::new();
             for r in &roles {
                 parsed.push(Role::parse(r.trim()).ok_or_else(|| {
-                    format!("unknown role {r:?}; one of {}", Role::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "unknown role {r:?}; one of {}",
+                        Role::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+                    )
                 })?);
             }
             let clock = Arc::new(SystemClock);
-            let auth = Auth::new(&secret, config.jwt_issuer.clone(), config.jwt_audience.clone(), config.roles_claim.clone(),
-                config.business_unit_claim.clone(), clock.clone());
+            let auth = Auth::new(
+                &secret,
+                config.jwt_issuer.clone(),
+                config.jwt_audience.clone(),
+                config.roles_claim.clone(),
+                config.business_unit_claim.clone(),
+                clock.clone(),
+            );
             let token = auth.mint(&sub, &parsed, business_unit.as_deref(), parse_ttl(&ttl)?, clock.now())?;
             println!("{token}");
             Ok(())

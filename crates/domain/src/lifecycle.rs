@@ -101,12 +101,16 @@ impl Status {
                 Submit | Approve | RequestRenewal | Review | Revoke | Close | Activate | Expire => false,
             },
             Status::PendingApproval => match action {
-                Update | Return | Assess | Approve | Reject | Withdraw | AddControl | ChangeControl | AutoReject => true,
+                Update | Return | Assess | Approve | Reject | Withdraw | AddControl | ChangeControl | AutoReject => {
+                    true
+                }
                 Submit | RequestRenewal | Review | Revoke | Close | Activate | Expire => false,
             },
             Status::Approved => match action {
                 Update | Withdraw | Revoke | Activate | AddControl | ChangeControl => true,
-                Submit | Return | Assess | Approve | Reject | RequestRenewal | Review | Close | Expire | AutoReject => false,
+                Submit | Return | Assess | Approve | Reject | RequestRenewal | Review | Close | Expire | AutoReject => {
+                    false
+                }
             },
             Status::Active => match action {
                 Update | Assess | Approve | RequestRenewal | Review | Revoke | Close | Expire | AddControl
@@ -114,7 +118,9 @@ impl Status {
                 Submit | Return | Reject | Withdraw | Activate | AutoReject => false,
             },
             Status::RenewalPending => match action {
-                Update | Assess | Approve | Reject | Review | Revoke | Close | Expire | AddControl | ChangeControl => true,
+                Update | Assess | Approve | Reject | Review | Revoke | Close | Expire | AddControl | ChangeControl => {
+                    true
+                }
                 Submit | Return | Withdraw | RequestRenewal | Activate | AutoReject => false,
             },
             Status::Rejected | Status::Withdrawn | Status::Expired | Status::Revoked | Status::Closed => match action {

@@ -129,7 +129,11 @@ impl ApprovalPolicy {
             .map(|r| RequiredApproval { role: *r, reason: format!("residual level {level}"), satisfied_by: None })
             .collect();
         if e.chronic && !out.iter().any(|r| r.role == self.chronic_approver) {
-            out.push(RequiredApproval { role: self.chronic_approver, reason: "chronic".to_owned(), satisfied_by: None });
+            out.push(RequiredApproval {
+                role: self.chronic_approver,
+                reason: "chronic".to_owned(),
+                satisfied_by: None,
+            });
         }
         for req in &mut out {
             req.satisfied_by = e
@@ -143,7 +147,9 @@ impl ApprovalPolicy {
     /// Checks the policy read from configuration: each level names at least one approver
     /// role, durations and intervals are positive.
     pub fn check(&self) -> Result<(), String> {
-        for (name, l) in [("low", &self.low), ("medium", &self.medium), ("high", &self.high), ("critical", &self.critical)] {
+        for (name, l) in
+            [("low", &self.low), ("medium", &self.medium), ("high", &self.high), ("critical", &self.critical)]
+        {
             if l.approvals.is_empty() {
                 return Err(format!("policy level {name} names no approver"));
             }

@@ -303,8 +303,8 @@ impl Fields {
         let title = required(&mut e, "title", input.title.as_deref()).and_then(|v| e.take(bounded("title", v, 3, 200)));
         let category = required(&mut e, "category", input.category.as_deref())
             .and_then(|v| e.take(Category::parse_field("category", v)));
-        let policy_id =
-            required(&mut e, "policy_id", input.policy_id.as_deref()).and_then(|v| e.take(bounded("policy_id", v, 1, 100)));
+        let policy_id = required(&mut e, "policy_id", input.policy_id.as_deref())
+            .and_then(|v| e.take(bounded("policy_id", v, 1, 100)));
         let control_ids = list(&mut e, "control_ids", input.control_ids.as_deref(), (1, 50), 100);
         let assets = list(&mut e, "assets", input.assets.as_deref(), (1, 500), 200);
         let business_unit = required(&mut e, "business_unit", input.business_unit.as_deref())
@@ -318,10 +318,10 @@ impl Fields {
             None => Some(Priority::Standard),
             Some(v) => e.take(Priority::parse_field("priority", v)),
         };
-        if let (Some(s), Some(x)) = (input.starts_at, input.expires_at) {
-            if x <= s {
-                e.push(FieldError::new("expires_at", "before_start", "must be after starts_at"));
-            }
+        if let (Some(s), Some(x)) = (input.starts_at, input.expires_at)
+            && x <= s
+        {
+            e.push(FieldError::new("expires_at", "before_start", "must be after starts_at"));
         }
         let remediation_plan = optional_text(&mut e, "remediation_plan", input.remediation_plan.as_deref(), 10_000);
         let mut external_refs: Vec<ExternalRef> = Vec::new();
@@ -330,14 +330,22 @@ impl Fields {
             let id = e.take(bounded(&format!("external_refs[{i}].id"), &r.id, 1, 200));
             let url = match &r.url {
                 Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 2000 => {
-                    e.push(FieldError::new(format!("external_refs[{i}].url"), "invalid_url", "must be an http(s) URL of at most 2000 characters"));
+                    e.push(FieldError::new(
+                        format!("external_refs[{i}].url"),
+                        "invalid_url",
+                        "must be an http(s) URL of at most 2000 characters",
+                    ));
                     None
                 }
                 other => other.clone(),
             };
             if let (Some(system), Some(id)) = (system, id) {
                 if external_refs.iter().any(|x| x.system == system && x.id == id) {
-                    e.push(FieldError::new(format!("external_refs[{i}]"), "duplicate", "repeats an earlier (system, id) pair"));
+                    e.push(FieldError::new(
+                        format!("external_refs[{i}]"),
+                        "duplicate",
+                        "repeats an earlier (system, id) pair",
+                    ));
                 } else {
                     external_refs.push(ExternalRef { system, id, url });
                 }
@@ -349,26 +357,32 @@ impl Fields {
         let tags = list(&mut e, "tags", input.tags.as_deref(), (0, 50), 100);
         e.finish()?;
         match (title, category, policy_id, business_unit, justification, risk_owner, priority) {
-            (Some(title), Some(category), Some(policy_id), Some(business_unit), Some(justification), Some(risk_owner), Some(priority)) => {
-                Ok(Self {
-                    title,
-                    category,
-                    policy_id,
-                    control_ids,
-                    assets,
-                    business_unit,
-                    justification,
-                    business_impact,
-                    risk_owner,
-                    priority,
-                    starts_at: input.starts_at.map(crate::workflow::truncate),
-                    expires_at: input.expires_at.map(crate::workflow::truncate),
-                    remediation_plan,
-                    remediation_due: input.remediation_due,
-                    external_refs,
-                    tags,
-                })
-            }
+            (
+                Some(title),
+                Some(category),
+                Some(policy_id),
+                Some(business_unit),
+                Some(justification),
+                Some(risk_owner),
+                Some(priority),
+            ) => Ok(Self {
+                title,
+                category,
+                policy_id,
+                control_ids,
+                assets,
+                business_unit,
+                justification,
+                business_impact,
+                risk_owner,
+                priority,
+                starts_at: input.starts_at.map(crate::workflow::truncate),
+                expires_at: input.expires_at.map(crate::workflow::truncate),
+                remediation_plan,
+                remediation_due: input.remediation_due,
+                external_refs,
+                tags,
+            }),
             _ => Err(DomainError::field("body", "invalid", "the request is incomplete")),
         }
     }
@@ -401,8 +415,24 @@ impl Fields {
         macro_rules! cmp {
             ($($f:ident),+) => { $(if self.$f != other.$f { out.push(stringify!($f)); })+ };
         }
-        cmp!(title, category, policy_id, control_ids, assets, business_unit, justification, business_impact,
-            risk_owner, priority, starts_at, expires_at, remediation_plan, remediation_due, external_refs, tags);
+        cmp!(
+            title,
+            category,
+            policy_id,
+            control_ids,
+            assets,
+            business_unit,
+            justification,
+            business_impact,
+            risk_owner,
+            priority,
+            starts_at,
+            expires_at,
+            remediation_plan,
+            remediation_due,
+            external_refs,
+            tags
+        );
         out
     }
 }

@@ -302,10 +302,20 @@ mod tests {
     #[test]
     fn levels_follow_the_thresholds() {
         use MethodKind::*;
-        let cases = [(Matrix, 49, Level::Low), (Matrix, 50, Level::Medium), (Matrix, 99, Level::Medium),
-            (Matrix, 100, Level::High), (Matrix, 169, Level::High), (Matrix, 170, Level::Critical),
-            (Cvss, 0, Level::Low), (Cvss, 39, Level::Low), (Cvss, 40, Level::Medium), (Cvss, 70, Level::High),
-            (Cvss, 89, Level::High), (Cvss, 90, Level::Critical)];
+        let cases = [
+            (Matrix, 49, Level::Low),
+            (Matrix, 50, Level::Medium),
+            (Matrix, 99, Level::Medium),
+            (Matrix, 100, Level::High),
+            (Matrix, 169, Level::High),
+            (Matrix, 170, Level::Critical),
+            (Cvss, 0, Level::Low),
+            (Cvss, 39, Level::Low),
+            (Cvss, 40, Level::Medium),
+            (Cvss, 70, Level::High),
+            (Cvss, 89, Level::High),
+            (Cvss, 90, Level::Critical),
+        ];
         for (kind, s, want) in cases {
             assert_eq!(level(kind, Score(s)), want, "{kind} {s}");
         }

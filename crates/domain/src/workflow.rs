@@ -79,14 +79,20 @@ pub fn catch_up(e: &mut Exception, now: DateTime<Utc>) -> Vec<Happening> {
     if e.status == Status::Approved && e.fields.starts_at.is_none_or(|s| s <= now) {
         let at = e.fields.starts_at.unwrap_or(now);
         if e.fields.expires_at.is_none_or(|x| at < x) {
-            out.push(Happening { by_system: true, ..happened("activated", e.status, Status::Active, json!({}), "exception.activated") });
+            out.push(Happening {
+                by_system: true,
+                ..happened("activated", e.status, Status::Active, json!({}), "exception.activated")
+            });
             e.status = Status::Active;
         }
     }
     if matches!(e.status, Status::Approved | Status::Active | Status::RenewalPending)
         && e.fields.expires_at.is_some_and(|x| now >= x)
     {
-        out.push(Happening { by_system: true, ..happened("expired", e.status, Status::Expired, json!({}), "exception.expired") });
+        out.push(Happening {
+            by_system: true,
+            ..happened("expired", e.status, Status::Expired, json!({}), "exception.expired")
+        });
         e.status = Status::Expired;
         e.closed_at = e.fields.expires_at;
     }
@@ -135,10 +141,10 @@ pub fn guard(e: &Exception, ctx: &Ctx<'_>, action: Action) -> Result<(), DomainE
     let analyst = a.has(Role::Analyst);
     let owner = e.fields.risk_owner == a.subject;
     let ok = match action {
-        Action::Update | Action::AddControl => {
-            is_requester_side(e, a) || (analyst && status != Status::Draft)
+        Action::Update | Action::AddControl => is_requester_side(e, a) || (analyst && status != Status::Draft),
+        Action::Submit | Action::Withdraw | Action::RequestRenewal => {
+            is_requester_side(e, a) || (owner && action == Action::RequestRenewal)
         }
-        Action::Submit | Action::Withdraw | Action::RequestRenewal => is_requester_side(e, a) || (owner && action == Action::RequestRenewal),
         Action::Close => is_requester_side(e, a) || owner || analyst,
         Action::Review => owner || analyst,
         Action::ChangeControl => is_requester_side(e, a) || analyst,
@@ -158,16 +164,24 @@ pub fn guard(e: &Exception, ctx: &Ctx<'_>, action: Action) -> Result<(), DomainE
         }
         Action::Approve => {
             if e.is_requester(&a.subject) {
-                return Err(DomainError::SeparationOfDuties("the requester may not approve their own exception".into()));
+                return Err(DomainError::SeparationOfDuties(
+                    "the requester may not approve their own exception".into(),
+                ));
             }
             match status {
                 Status::Active | Status::RenewalPending if !assessed_this_round(e) => {
-                    return Err(DomainError::field("risk", "assessment_required", "this round needs a fresh assessment before any approval"));
+                    return Err(DomainError::field(
+                        "risk",
+                        "assessment_required",
+                        "this round needs a fresh assessment before any approval",
+                    ));
                 }
                 _ => {}
             }
             if e.current_approvals().any(|x| x.approver == a.subject) {
-                return Err(DomainError::SeparationOfDuties("one person satisfies at most one required approval in a round".into()));
+                return Err(DomainError::SeparationOfDuties(
+                    "one person satisfies at most one required approval in a round".into(),
+                ));
             }
             let missing = missing_roles(e, ctx.policy);
             if !missing.iter().any(|r| a.has(*r)) {
@@ -248,7 +262,11 @@ pub fn create(
     let mut errors = Errors::default();
     let on_behalf_of = match &input.on_behalf_of {
         Some(_) if !a.has(Role::Integration) => {
-            errors.push(FieldError::new("on_behalf_of", "not_allowed", "only an integration may act on behalf of someone"));
+            errors.push(FieldError::new(
+                "on_behalf_of",
+                "not_allowed",
+                "only an integration may act on behalf of someone",
+            ));
             None
         }
         Some(s) => errors.take(Subject::parse("on_behalf_of", s)),
@@ -343,8 +361,14 @@ pub fn update(e: &mut Exception, ctx: &Ctx<'_>, input: &FieldsInput) -> Result<V
             .iter()
             .filter(|f| !EDITABLE_AFTER_SUBMIT.contains(f))
             .map(|f| {
-                FieldError::new(*f, "not_editable", format!(
-                    "cannot change in state {status}; only {} may change after submit", EDITABLE_AFTER_SUBMIT.join(", ")))
+                FieldError::new(
+                    *f,
+                    "not_editable",
+                    format!(
+                        "cannot change in state {status}; only {} may change after submit",
+                        EDITABLE_AFTER_SUBMIT.join(", ")
+                    ),
+                )
             })
             .collect();
         if !locked.is_empty() {
@@ -354,14 +378,19 @@ pub fn update(e: &mut Exception, ctx: &Ctx<'_>, input: &FieldsInput) -> Result<V
     if changed.is_empty() {
         return Ok(Vec::new());
     }
-    let before = serde_json::to_value(changed.iter().map(|f| (*f, Value::Null)).collect::<std::collections::BTreeMap<_, _>>())
-        .unwrap_or(Value::Null);
+    let before =
+        serde_json::to_value(changed.iter().map(|f| (*f, Value::Null)).collect::<std::collections::BTreeMap<_, _>>())
+            .unwrap_or(Value::Null);
     e.fields = fields;
     Ok(vec![happened("updated", status, status, json!({"fields": changed, "was": before}), "exception.updated")])
 }
 
 /// Sends the exception back to the requester; approvals collected so far no longer count.
-pub fn return_to_requester(e: &mut Exception, ctx: &Ctx<'_>, comment: Option<&str>) -> Result<Vec<Happening>, DomainError> {
+pub fn return_to_requester(
+    e: &mut Exception,
+    ctx: &Ctx<'_>,
+    comment: Option<&str>,
+) -> Result<Vec<Happening>, DomainError> {
     guard(e, ctx, Action::Return)?;
     let from = e.status;
     let round = e.round;
@@ -474,16 +503,26 @@ pub struct ApproveInput {
 }
 
 /// Records one approval; the last required one approves (or activates, renews, ratifies).
-pub fn approve(e: &mut Exception, ctx: &Ctx<'_>, input: &ApproveInput, id: Uuid) -> Result<Vec<Happening>, DomainError> {
+pub fn approve(
+    e: &mut Exception,
+    ctx: &Ctx<'_>,
+    input: &ApproveInput,
+    id: Uuid,
+) -> Result<Vec<Happening>, DomainError> {
     guard(e, ctx, Action::Approve)?;
     let missing = missing_roles(e, ctx.policy);
     let role = match input.role.as_deref() {
         Some(raw) => {
             let role = Role::parse_field("role", raw).map_err(|f| DomainError::Invalid(vec![f]))?;
             if !missing.contains(&role) {
-                return Err(DomainError::field("role", "not_missing", format!(
-                    "{role} is not a missing approval of this round; missing: {}",
-                    missing.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "))));
+                return Err(DomainError::field(
+                    "role",
+                    "not_missing",
+                    format!(
+                        "{role} is not a missing approval of this round; missing: {}",
+                        missing.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
             }
             if !ctx.actor.has(role) {
                 return Err(DomainError::Forbidden { action: Action::Approve, needs: vec![role] });
@@ -513,7 +552,8 @@ pub fn approve(e: &mut Exception, ctx: &Ctx<'_>, input: &ApproveInput, id: Uuid)
         risk,
         superseded: false,
     });
-    let mut out = vec![happened("approval_recorded", from, from, json!({"role": role.as_str()}), "exception.approval_recorded")];
+    let mut out =
+        vec![happened("approval_recorded", from, from, json!({"role": role.as_str()}), "exception.approval_recorded")];
     out.extend(finish_if_complete(e, ctx));
     Ok(out)
 }
@@ -534,7 +574,8 @@ fn finish_if_complete(e: &mut Exception, ctx: &Ctx<'_>) -> Vec<Happening> {
             e.approved_at = Some(now);
             e.next_review_at = Some(start + ctx.policy.review_interval(level));
             e.status = Status::Approved;
-            let mut out = vec![happened("approved", from, Status::Approved, json!({"starts_at": start}), "exception.approved")];
+            let mut out =
+                vec![happened("approved", from, Status::Approved, json!({"starts_at": start}), "exception.approved")];
             if start <= now {
                 e.status = Status::Active;
                 out.push(happened("activated", Status::Approved, Status::Active, json!({}), "exception.activated"));
@@ -610,7 +651,9 @@ pub fn add_control(
         return Err(DomainError::field("controls", "too_many", "an exception has at most 50 controls"));
     }
     let control = input.parse("", id, truncate(ctx.now)).map_err(|v| {
-        DomainError::Invalid(v.into_iter().map(|f| FieldError { field: f.field.trim_start_matches('.').to_owned(), ..f }).collect())
+        DomainError::Invalid(
+            v.into_iter().map(|f| FieldError { field: f.field.trim_start_matches('.').to_owned(), ..f }).collect(),
+        )
     })?;
     let changes = json!({"control_id": id.0, "description": control.description, "kind": control.kind.as_str(),
         "effectiveness": control.effectiveness.as_str()});
@@ -630,7 +673,12 @@ pub struct ControlChange {
 
 /// Changes a control's status (only an analyst who is not the requester verifies or fails
 /// it) and recomputes the residual risk.
-pub fn change_control(e: &mut Exception, ctx: &Ctx<'_>, id: ControlId, change: &ControlChange) -> Result<Vec<Happening>, DomainError> {
+pub fn change_control(
+    e: &mut Exception,
+    ctx: &Ctx<'_>,
+    id: ControlId,
+    change: &ControlChange,
+) -> Result<Vec<Happening>, DomainError> {
     guard(e, ctx, Action::ChangeControl)?;
     let mut errors = Errors::default();
     let status = change.status.as_deref().and_then(|s| errors.take(ControlStatus::parse_field("status", s)));
@@ -651,7 +699,9 @@ pub fn change_control(e: &mut Exception, ctx: &Ctx<'_>, id: ControlId, change: &
                     return Err(DomainError::Forbidden { action: Action::ChangeControl, needs: vec![Role::Analyst] });
                 }
                 if requester {
-                    return Err(DomainError::SeparationOfDuties("the requester may not verify a control of their own exception".into()));
+                    return Err(DomainError::SeparationOfDuties(
+                        "the requester may not verify a control of their own exception".into(),
+                    ));
                 }
                 if s == ControlStatus::Verified && evidence.is_none() && e.controls[idx].evidence.is_none() {
                     return Err(DomainError::field("evidence", "required", "verifying a control needs evidence"));

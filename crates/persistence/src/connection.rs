@@ -67,7 +67,9 @@ impl ManageConnection for DbManager {
 
     fn connect(&self) -> Result<Db, Self::Error> {
         match &self.backend {
-            Backend::Postgres(url) => PgConnection::establish(url).map(Db::Pg).map_err(diesel::r2d2::Error::ConnectionError),
+            Backend::Postgres(url) => {
+                PgConnection::establish(url).map(Db::Pg).map_err(diesel::r2d2::Error::ConnectionError)
+            }
             Backend::Sqlite(path) => {
                 let mut c = SqliteConnection::establish(path).map_err(diesel::r2d2::Error::ConnectionError)?;
                 // busy_timeout first, so that parallel pool start-up waits instead of failing.
@@ -130,8 +132,12 @@ impl Store {
     pub fn migrate(&self) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn()?;
         let applied = match &mut *conn {
-            Db::Pg(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.iter().map(|m| m.to_string()).collect()),
-            Db::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.iter().map(|m| m.to_string()).collect()),
+            Db::Pg(c) => {
+                c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.iter().map(|m| m.to_string()).collect())
+            }
+            Db::Sqlite(c) => {
+                c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.iter().map(|m| m.to_string()).collect())
+            }
         };
         applied.map_err(|e| StoreError::Migration(e.to_string()))
     }

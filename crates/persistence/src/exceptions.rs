@@ -4,13 +4,13 @@
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use leeway_domain::DomainError;
 use leeway_domain::audit::{GENESIS, chain_hash, first_broken};
 use leeway_domain::lifecycle::Status;
 use leeway_domain::record::{Exception, ExceptionId, ExceptionKey, ExceptionRef};
 use leeway_domain::risk::Level;
 use leeway_domain::role::Actor;
 use leeway_domain::workflow::{Happening, catch_up};
-use leeway_domain::DomainError;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -99,44 +99,20 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn event_body(
-    exception_id: &str,
-    action: &str,
-    actor: (&str, &[String]),
-    on_behalf_of: Option<&str>,
-    at: DateTime<Utc>,
-    from: Option<&str>,
-    to: &str,
-    changes: &Value,
-    request_id: Option<&str>,
-) -> Value {
-    json!({
-        "exception_id": exception_id,
-        "action": action,
-        "actor": {"subject": actor.0, "roles": actor.1},
-        "on_behalf_of": on_behalf_of,
-        "at": rfc3339(at),
-        "from_status": from,
-        "to_status": to,
-        "changes": changes,
-        "request_id": request_id,
-    })
-}
-
 impl AuditEvent {
     /// The canonical body the hash covers.
     pub fn body(&self) -> Value {
-        event_body(
-            &self.exception_id,
-            &self.action,
-            (&self.actor_subject, &self.actor_roles),
-            self.on_behalf_of.as_deref(),
-            self.at,
-            self.from_status.as_deref(),
-            &self.to_status,
-            &self.changes,
-            self.request_id.as_deref(),
-        )
+        json!({
+            "exception_id": self.exception_id,
+            "action": self.action,
+            "actor": {"subject": self.actor_subject, "roles": self.actor_roles},
+            "on_behalf_of": self.on_behalf_of,
+            "at": rfc3339(self.at),
+            "from_status": self.from_status,
+            "to_status": self.to_status,
+            "changes": self.changes,
+            "request_id": self.request_id,
+        })
     }
 
     fn from_row(r: AuditRow) -> Result<Self, StoreError> {
@@ -249,16 +225,18 @@ fn status_pred(s: Status, now: NaiveDateTime) -> Pred {
     let not_expired = || x::expires_at.gt(now).assume_not_null();
     match s {
         Status::Active => Box::new(
-            x::status.eq("active").and(not_expired()).or(x::status
-                .eq("approved")
-                .and(x::starts_at.le(now).assume_not_null())
-                .and(not_expired())),
+            x::status
+                .eq("active")
+                .and(not_expired())
+                .or(x::status.eq("approved").and(x::starts_at.le(now).assume_not_null()).and(not_expired())),
         ),
-        Status::Approved => Box::new(x::status.eq("approved").and(x::starts_at.gt(now).assume_not_null()).and(not_expired())),
+        Status::Approved => {
+            Box::new(x::status.eq("approved").and(x::starts_at.gt(now).assume_not_null()).and(not_expired()))
+        }
         Status::RenewalPending => Box::new(x::status.eq("renewal_pending").and(not_expired())),
-        Status::Expired => Box::new(
-            x::status.eq("expired").or(x::status.eq_any(LIVE).and(x::expires_at.le(now).assume_not_null())),
-        ),
+        Status::Expired => {
+            Box::new(x::status.eq("expired").or(x::status.eq_any(LIVE).and(x::expires_at.le(now).assume_not_null())))
+        }
         Status::Draft
         | Status::Submitted
         | Status::PendingApproval
@@ -272,10 +250,7 @@ fn status_pred(s: Status, now: NaiveDateTime) -> Pred {
 fn covering_pred(now: NaiveDateTime) -> Pred {
     use crate::schema::exceptions::dsl as x;
     Box::new(
-        x::status
-            .eq_any(LIVE)
-            .and(x::starts_at.le(now).assume_not_null())
-            .and(x::expires_at.gt(now).assume_not_null()),
+        x::status.eq_any(LIVE).and(x::starts_at.le(now).assume_not_null()).and(x::expires_at.gt(now).assume_not_null()),
     )
 }
 
@@ -303,12 +278,13 @@ impl Store {
             let result = conn.transaction::<_, StoreError, _>(|conn| {
                 if let Db::Sqlite(_) = conn {
                     // Take SQLite's write lock first so a read never has to be upgraded.
-                    diesel::sql_query("UPDATE counters SET value = value WHERE name = 'exception_key'").execute(conn)?;
+                    diesel::sql_query("UPDATE counters SET value = value WHERE name = 'exception_key'")
+                        .execute(conn)?;
                 }
-                if let Some(claim) = idem {
-                    if let Some(stored) = find_idempotent(conn, claim)? {
-                        return Ok(Outcome::Replayed(stored));
-                    }
+                if let Some(claim) = idem
+                    && let Some(stored) = find_idempotent(conn, claim)?
+                {
+                    return Ok(Outcome::Replayed(stored));
                 }
                 let value = work(conn)?;
                 if let Some(claim) = idem {
@@ -390,10 +366,10 @@ impl Store {
                 if !ctx.actor.can_see(&before) {
                     return Err(StoreError::NotFound);
                 }
-                if let Some(v) = if_match {
-                    if v != before.version {
-                        return Err(StoreError::PreconditionFailed { current: before.version });
-                    }
+                if let Some(v) = if_match
+                    && v != before.version
+                {
+                    return Err(StoreError::PreconditionFailed { current: before.version });
                 }
                 let mut after = before.clone();
                 let mut happenings = catch_up(&mut after, ctx.now);
@@ -441,22 +417,30 @@ impl Store {
         }
         if let Some(a) = &q.asset {
             query = query.filter(
-                x::id.eq_any(exception_assets::table.filter(exception_assets::asset.eq(a.clone())).select(exception_assets::exception_id)),
+                x::id.eq_any(
+                    exception_assets::table
+                        .filter(exception_assets::asset.eq(a.clone()))
+                        .select(exception_assets::exception_id),
+                ),
             );
         }
         if let Some(c) = &q.control_id {
-            query = query.filter(x::id.eq_any(
-                exception_control_ids::table
-                    .filter(exception_control_ids::control_id.eq(c.clone()))
-                    .select(exception_control_ids::exception_id),
-            ));
+            query = query.filter(
+                x::id.eq_any(
+                    exception_control_ids::table
+                        .filter(exception_control_ids::control_id.eq(c.clone()))
+                        .select(exception_control_ids::exception_id),
+                ),
+            );
         }
         if let Some((system, id)) = &q.external {
-            query = query.filter(x::id.eq_any(
-                external_refs::table
-                    .filter(external_refs::system.eq(system.clone()).and(external_refs::ext_id.eq(id.clone())))
-                    .select(external_refs::exception_id),
-            ));
+            query = query.filter(
+                x::id.eq_any(
+                    external_refs::table
+                        .filter(external_refs::system.eq(system.clone()).and(external_refs::ext_id.eq(id.clone())))
+                        .select(external_refs::exception_id),
+                ),
+            );
         }
         if let Some(b) = &q.business_unit {
             query = query.filter(x::business_unit.eq(b.clone()));
@@ -519,8 +503,7 @@ impl Store {
         };
         let limit = i64::from(q.limit.max(1));
         let mut conn = self.conn()?;
-        let mut rows: Vec<ExceptionRow> =
-            query.limit(limit + 1).select(ExceptionRow::as_select()).load(&mut conn)?;
+        let mut rows: Vec<ExceptionRow> = query.limit(limit + 1).select(ExceptionRow::as_select()).load(&mut conn)?;
         let more = rows.len() > q.limit.max(1) as usize;
         rows.truncate(q.limit.max(1) as usize);
         let items = load_many(&mut conn, rows)?;
@@ -554,7 +537,8 @@ impl Store {
     /// Forgets idempotency keys older than `before`; returns how many.
     pub fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
         let mut conn = self.conn()?;
-        Ok(diesel::delete(idempotency_keys::table.filter(idempotency_keys::created_at.lt(naive(before)))).execute(&mut conn)?)
+        Ok(diesel::delete(idempotency_keys::table.filter(idempotency_keys::created_at.lt(naive(before))))
+            .execute(&mut conn)?)
     }
 }
 
@@ -656,7 +640,8 @@ fn save_children(conn: &mut Db, before: Option<&Exception>, after: &Exception) -
         }
     }
     if before.is_none_or(|b| b.fields.control_ids != f.control_ids) {
-        diesel::delete(exception_control_ids::table.filter(exception_control_ids::exception_id.eq(&id))).execute(conn)?;
+        diesel::delete(exception_control_ids::table.filter(exception_control_ids::exception_id.eq(&id)))
+            .execute(conn)?;
         for c in &f.control_ids {
             diesel::insert_into(exception_control_ids::table)
                 .values((exception_control_ids::control_id.eq(c), exception_control_ids::exception_id.eq(&id)))
@@ -680,7 +665,11 @@ fn save_children(conn: &mut Db, before: Option<&Exception>, after: &Exception) -
                 });
             }
             diesel::insert_into(external_refs::table)
-                .values((external_refs::system.eq(&r.system), external_refs::ext_id.eq(&r.id), external_refs::exception_id.eq(&id)))
+                .values((
+                    external_refs::system.eq(&r.system),
+                    external_refs::ext_id.eq(&r.id),
+                    external_refs::exception_id.eq(&id),
+                ))
                 .execute(conn)?;
         }
     }
@@ -688,7 +677,9 @@ fn save_children(conn: &mut Db, before: Option<&Exception>, after: &Exception) -
         match before.and_then(|b| b.controls.iter().find(|x| x.id == c.id)) {
             Some(old) if old == c => {}
             Some(_) => {
-                diesel::update(controls::table.find(c.id.0.to_string())).set(ControlRow::from_domain(&id, i, c)).execute(conn)?;
+                diesel::update(controls::table.find(c.id.0.to_string()))
+                    .set(ControlRow::from_domain(&id, i, c))
+                    .execute(conn)?;
             }
             None => {
                 diesel::insert_into(controls::table).values(ControlRow::from_domain(&id, i, c)).execute(conn)?;
@@ -712,7 +703,9 @@ fn save_children(conn: &mut Db, before: Option<&Exception>, after: &Exception) -
         match before.and_then(|b| b.approvals.iter().find(|x| x.id == a.id)) {
             Some(old) if old == a => {}
             Some(_) => {
-                diesel::update(approvals::table.find(a.id.to_string())).set(ApprovalRow::from_domain(&id, a)).execute(conn)?;
+                diesel::update(approvals::table.find(a.id.to_string()))
+                    .set(ApprovalRow::from_domain(&id, a))
+                    .execute(conn)?;
             }
             None => {
                 diesel::insert_into(approvals::table).values(ApprovalRow::from_domain(&id, a)).execute(conn)?;
@@ -724,7 +717,12 @@ fn save_children(conn: &mut Db, before: Option<&Exception>, after: &Exception) -
 
 /// Appends one audit event per happening to the exception's hash chain, and an outbox event
 /// for each that integrations care about.
-fn append_events(conn: &mut Db, ctx: &CallContext<'_>, e: &Exception, happenings: &[Happening]) -> Result<(), StoreError> {
+fn append_events(
+    conn: &mut Db,
+    ctx: &CallContext<'_>,
+    e: &Exception,
+    happenings: &[Happening],
+) -> Result<(), StoreError> {
     let id = e.id.0.to_string();
     let mut prev: String = audit_events::table
         .filter(audit_events::exception_id.eq(&id))
@@ -736,25 +734,40 @@ fn append_events(conn: &mut Db, ctx: &CallContext<'_>, e: &Exception, happenings
     let at = leeway_domain::workflow::truncate(ctx.now);
     let actor_roles: Vec<String> = ctx.actor.roles.iter().map(|r| r.as_str().to_owned()).collect();
     for h in happenings {
-        let (subject, roles): (&str, &[String]) =
-            if h.by_system { ("system", &[]) } else { (ctx.actor.subject.as_str(), &actor_roles) };
-        let on_behalf_of = if h.by_system { None } else { e.on_behalf_of.as_ref().map(|s| s.as_str()) };
-        let from = h.from.map(|s| s.as_str());
-        let body = event_body(&id, h.action, (subject, roles), on_behalf_of, at, from, h.to.as_str(), &h.changes, ctx.request_id);
-        let hash = chain_hash(&prev, &body);
+        let (subject, roles) = if h.by_system {
+            ("system".to_owned(), Vec::new())
+        } else {
+            (ctx.actor.subject.to_string(), actor_roles.clone())
+        };
+        let event = AuditEvent {
+            seq: 0,
+            exception_id: id.clone(),
+            action: h.action.to_owned(),
+            actor_subject: subject,
+            actor_roles: roles,
+            on_behalf_of: if h.by_system { None } else { e.on_behalf_of.as_ref().map(ToString::to_string) },
+            at,
+            from_status: h.from.map(|s| s.as_str().to_owned()),
+            to_status: h.to.as_str().to_owned(),
+            changes: h.changes.clone(),
+            request_id: ctx.request_id.map(str::to_owned),
+            prev_hash: prev.clone(),
+            hash: String::new(),
+        };
+        let hash = chain_hash(&prev, &event.body());
         let seq: i64 = diesel::insert_into(audit_events::table)
             .values(NewAuditRow {
-                exception_id: id.clone(),
-                action: h.action.to_owned(),
-                actor_subject: subject.to_owned(),
-                actor_roles: serde_json::to_string(roles).map_err(StoreError::corrupt)?,
-                on_behalf_of: on_behalf_of.map(str::to_owned),
+                exception_id: event.exception_id,
+                action: event.action,
+                actor_subject: event.actor_subject.clone(),
+                actor_roles: serde_json::to_string(&event.actor_roles).map_err(StoreError::corrupt)?,
+                on_behalf_of: event.on_behalf_of,
                 at: naive(at),
-                from_status: from.map(str::to_owned),
-                to_status: h.to.as_str().to_owned(),
-                changes: h.changes.to_string(),
-                request_id: ctx.request_id.map(str::to_owned),
-                prev_hash: prev.clone(),
+                from_status: event.from_status.clone(),
+                to_status: event.to_status,
+                changes: event.changes.to_string(),
+                request_id: event.request_id,
+                prev_hash: event.prev_hash,
                 hash: hash.clone(),
             })
             .returning(audit_events::seq)
@@ -769,9 +782,9 @@ fn append_events(conn: &mut Db, ctx: &CallContext<'_>, e: &Exception, happenings
                     "exception_id": id,
                     "key": e.key.to_string(),
                     "status": h.to.as_str(),
-                    "from_status": from,
+                    "from_status": event.from_status,
                     "version": e.version,
-                    "actor": subject,
+                    "actor": event.actor_subject,
                     "changes": h.changes,
                     "audit_seq": seq,
                 },
@@ -802,8 +815,6 @@ impl Store {
             .order(outbox::seq.asc())
             .select((outbox::event_type, outbox::payload))
             .load(&mut conn)?;
-        rows.into_iter()
-            .map(|(t, p)| Ok((t, serde_json::from_str(&p).map_err(StoreError::corrupt)?)))
-            .collect()
+        rows.into_iter().map(|(t, p)| Ok((t, serde_json::from_str(&p).map_err(StoreError::corrupt)?))).collect()
     }
 }

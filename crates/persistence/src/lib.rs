@@ -12,6 +12,6 @@ mod schema;
 
 pub use connection::{Backend, Db, Store};
 pub use error::StoreError;
-pub use exceptions::{verify_chain, 
-    AuditEvent, CallContext, IdempotencyClaim, ListQuery, Outcome, Page, Sort, StoredResponse, Visibility,
+pub use exceptions::{
+    AuditEvent, CallContext, IdempotencyClaim, ListQuery, Outcome, Page, Sort, StoredResponse, Visibility, verify_chain,
 };

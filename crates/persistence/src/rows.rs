@@ -269,14 +269,15 @@ impl AssessmentRow {
     }
 
     pub(crate) fn into_domain(self) -> Result<Assessment, StoreError> {
-        let method = match (parse("method", &self.method, MethodKind::parse)?, self.likelihood, self.impact, self.vector) {
-            (MethodKind::Matrix, Some(l), Some(i), _) => Method::Matrix {
-                likelihood: u8::try_from(l).map_err(StoreError::corrupt)?,
-                impact: u8::try_from(i).map_err(StoreError::corrupt)?,
-            },
-            (MethodKind::Cvss, _, _, Some(vector)) => Method::Cvss { vector },
-            _ => return Err(StoreError::corrupt(format!("assessment {} has no method values", self.id))),
-        };
+        let method =
+            match (parse("method", &self.method, MethodKind::parse)?, self.likelihood, self.impact, self.vector) {
+                (MethodKind::Matrix, Some(l), Some(i), _) => Method::Matrix {
+                    likelihood: u8::try_from(l).map_err(StoreError::corrupt)?,
+                    impact: u8::try_from(i).map_err(StoreError::corrupt)?,
+                },
+                (MethodKind::Cvss, _, _, Some(vector)) => Method::Cvss { vector },
+                _ => return Err(StoreError::corrupt(format!("assessment {} has no method values", self.id))),
+            };
         Ok(Assessment {
             id: uuid(&self.id)?,
             round: u32::try_from(self.round).map_err(StoreError::corrupt)?,
@@ -285,7 +286,8 @@ impl AssessmentRow {
             residual_score: score(self.residual_score),
             rationale: self.rationale,
             threat_vectors: json_list(&self.threat_vectors)?,
-            assessed_by: Subject::parse("assessed_by", &self.assessed_by).map_err(|e| StoreError::corrupt(e.message))?,
+            assessed_by: Subject::parse("assessed_by", &self.assessed_by)
+                .map_err(|e| StoreError::corrupt(e.message))?,
             assessed_at: utc(self.assessed_at),
         })
     }

@@ -33,7 +33,12 @@ async fn each_bad_token_is_refused() {
     let none = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&claims(&app)));
     refused(&app, &none, "alg none").await;
     refused(&app, &sign(Algorithm::HS384, &claims(&app), SECRET), "another algorithm").await;
-    refused(&app, &sign(Algorithm::HS256, &claims(&app), "another-secret-another-secret-another-secret"), "bad signature").await;
+    refused(
+        &app,
+        &sign(Algorithm::HS256, &claims(&app), "another-secret-another-secret-another-secret"),
+        "bad signature",
+    )
+    .await;
     let mut expired = claims(&app);
     expired["exp"] = json!(app.now().timestamp() - 61);
     refused(&app, &sign(Algorithm::HS256, &expired, SECRET), "expired beyond the leeway").await;
@@ -80,7 +85,11 @@ async fn issuer_and_audience_are_checked_when_configured() {
 async fn me_shows_resolved_roles_and_unknown_roles_are_dropped() {
     let app = spawn().await;
     let now = Utc::now().timestamp();
-    let t = sign(Algorithm::HS256, &json!({"sub": "zoe", "roles": ["analyst", "wizard"], "business_unit": "ops", "exp": now + 60}), SECRET);
+    let t = sign(
+        Algorithm::HS256,
+        &json!({"sub": "zoe", "roles": ["analyst", "wizard"], "business_unit": "ops", "exp": now + 60}),
+        SECRET,
+    );
     let r = app.get("/v1/me", &t).await;
     assert_eq!(r.body, json!({"subject": "zoe", "roles": ["analyst"], "business_unit": "ops", "restricted": false}));
     let p = app.get("/v1/policy", &t).await;

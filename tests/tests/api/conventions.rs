@@ -13,16 +13,20 @@ async fn a_stale_if_match_is_refused_with_412_and_changes_nothing() {
     let id = r.str("id");
     assert_eq!(r.header("etag").as_deref(), Some("\"1\""));
     let path = format!("/v1/exceptions/{id}");
-    let ok = app.send("PATCH", &path, Some(&cast.requester), Some(&json!({"tags": ["a"]})), &[("if-match", "\"1\"")]).await;
+    let ok =
+        app.send("PATCH", &path, Some(&cast.requester), Some(&json!({"tags": ["a"]})), &[("if-match", "\"1\"")]).await;
     assert_eq!((ok.status, ok.header("etag").as_deref()), (200, Some("\"2\"")));
-    let stale = app.send("PATCH", &path, Some(&cast.requester), Some(&json!({"tags": ["b"]})), &[("if-match", "\"1\"")]).await;
+    let stale =
+        app.send("PATCH", &path, Some(&cast.requester), Some(&json!({"tags": ["b"]})), &[("if-match", "\"1\"")]).await;
     assert_eq!((stale.status, stale.str("code").as_str()), (412, "precondition_failed"));
     assert_eq!(stale.body["current_version"], 2);
-    let weak = app.send("POST", &format!("{path}/submit"), Some(&cast.requester), None, &[("if-match", "W/\"2\"")]).await;
+    let weak =
+        app.send("POST", &format!("{path}/submit"), Some(&cast.requester), None, &[("if-match", "W/\"2\"")]).await;
     assert_eq!(weak.status, 412, "a weak tag never matches");
     let now = app.get(&path, &cast.requester).await;
     assert_eq!((now.body["tags"].clone(), now.str("status")), (json!(["a"]), "draft".to_owned()));
-    let submit = app.send("POST", &format!("{path}/submit"), Some(&cast.requester), None, &[("if-match", "\"2\"")]).await;
+    let submit =
+        app.send("POST", &format!("{path}/submit"), Some(&cast.requester), None, &[("if-match", "\"2\"")]).await;
     assert_eq!(submit.status, 200);
 }
 
@@ -56,7 +60,9 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body() 
     let s2 = app.send("POST", &format!("/v1/exceptions/{id}/submit"), Some(&cast.requester), None, &k).await;
     assert_eq!((s1.status, s2.status), (200, 200));
     assert_eq!(s1.body, s2.body);
-    let bad = app.send("POST", "/v1/exceptions", Some(&cast.requester), Some(&body), &[("idempotency-key", "has space")]).await;
+    let bad = app
+        .send("POST", "/v1/exceptions", Some(&cast.requester), Some(&body), &[("idempotency-key", "has space")])
+        .await;
     assert_eq!((bad.status, bad.str("code").as_str()), (400, "invalid_idempotency_key"));
 }
 
@@ -66,12 +72,14 @@ async fn pagination_walks_120_items_without_duplicates_or_gaps() {
     let cast = Cast::new(&app);
     let mut created = Vec::new();
     for i in 0..120 {
-        let body = exception_body(json!({"title": format!("Exception number {i}"), "assets": [format!("host-{}", i % 3)]}));
+        let body =
+            exception_body(json!({"title": format!("Exception number {i}"), "assets": [format!("host-{}", i % 3)]}));
         let r = app.post("/v1/exceptions", &cast.requester, body).await;
         assert_eq!(r.status, 201);
         created.push(r.str("id"));
     }
-    for (sort, expected) in [("created_at", created.clone()), ("-created_at", created.iter().rev().cloned().collect())] {
+    for (sort, expected) in [("created_at", created.clone()), ("-created_at", created.iter().rev().cloned().collect())]
+    {
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         let mut pages = 0;
@@ -124,8 +132,15 @@ async fn pagination_walks_120_items_without_duplicates_or_gaps() {
 async fn list_parameters_are_checked() {
     let app = spawn().await;
     let cast = Cast::new(&app);
-    for (query, param) in [("limit=0", "limit"), ("limit=501", "limit"), ("status=bogus", "status"), ("sort=title", "sort"),
-        ("expires_before=tomorrow", "expires_before"), ("colour=red", "colour"), ("covering=maybe", "covering")] {
+    for (query, param) in [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("status=bogus", "status"),
+        ("sort=title", "sort"),
+        ("expires_before=tomorrow", "expires_before"),
+        ("colour=red", "colour"),
+        ("covering=maybe", "covering"),
+    ] {
         let r = app.get(&format!("/v1/exceptions?{query}"), &cast.officer).await;
         assert_eq!((r.status, r.str("code").as_str()), (400, "invalid_query"), "{query}");
         assert_eq!(r.str("parameter"), param, "{query}");
@@ -182,8 +197,10 @@ async fn health_contract_and_docs_are_served() {
     let r = app.send("GET", "/readyz", None, None, &[]).await;
     assert_eq!((r.status, r.str("status").as_str()), (200, "ok"));
     let served = app.send("GET", "/openapi.json", None, None, &[]).await;
-    let committed: Value =
-        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/openapi.json")).unwrap()).unwrap();
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/openapi.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(served.body, committed, "the served contract is the committed one");
     let docs = app.client.get(format!("{}/docs/", app.base)).send().await.unwrap();
     assert_eq!(docs.status(), 200);

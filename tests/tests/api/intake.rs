@@ -39,8 +39,18 @@ async fn every_field_rule_is_checked_and_all_bad_fields_are_listed() {
     assert_eq!(
         fields,
         [
-            "assets[1]", "business_unit", "category", "control_ids", "controls[0].description", "controls[0].kind", "expires_at", "external_refs[0].url",
-            "justification", "policy_id", "tags", "title"
+            "assets[1]",
+            "business_unit",
+            "category",
+            "control_ids",
+            "controls[0].description",
+            "controls[0].kind",
+            "expires_at",
+            "external_refs[0].url",
+            "justification",
+            "policy_id",
+            "tags",
+            "title"
         ],
         "{}",
         r.body
@@ -58,7 +68,10 @@ async fn required_fields_are_named() {
     assert_eq!(r.status, 422);
     let mut fields = r.fields();
     fields.sort();
-    assert_eq!(fields, ["assets", "business_unit", "category", "control_ids", "justification", "policy_id", "risk_owner", "title"]);
+    assert_eq!(
+        fields,
+        ["assets", "business_unit", "category", "control_ids", "justification", "policy_id", "risk_owner", "title"]
+    );
 }
 
 #[tokio::test]
@@ -68,7 +81,9 @@ async fn lists_have_bounds_and_are_deduplicated() {
     let too_many: Vec<String> = (0..501).map(|i| format!("host-{i}")).collect();
     let r = refused(&app, &cast.requester, json!({"assets": too_many})).await;
     assert_eq!(r.fields(), ["assets"]);
-    let r = refused(&app, &cast.requester, json!({"control_ids": (0..51).map(|i| format!("C-{i}")).collect::<Vec<_>>()})).await;
+    let r =
+        refused(&app, &cast.requester, json!({"control_ids": (0..51).map(|i| format!("C-{i}")).collect::<Vec<_>>()}))
+            .await;
     assert_eq!(r.fields(), ["control_ids"]);
     let r = refused(&app, &cast.requester, json!({"control_ids": ["x".repeat(101)]})).await;
     assert_eq!(r.fields(), ["control_ids[0]"]);
@@ -80,7 +95,13 @@ async fn lists_have_bounds_and_are_deduplicated() {
     assert_eq!(r.fields(), ["justification"]);
     let r = refused(&app, &cast.requester, json!({"risk_owner": " "})).await;
     assert_eq!(r.fields(), ["risk_owner"]);
-    let ok = app.post("/v1/exceptions", &cast.requester, exception_body(json!({"assets": ["a", " a ", "b"], "control_ids": ["C", "C"]}))).await;
+    let ok = app
+        .post(
+            "/v1/exceptions",
+            &cast.requester,
+            exception_body(json!({"assets": ["a", " a ", "b"], "control_ids": ["C", "C"]})),
+        )
+        .await;
     assert_eq!(ok.status, 201);
     assert_eq!(ok.body["assets"], json!(["a", "b"]));
     assert_eq!(ok.body["control_ids"], json!(["C"]));
@@ -104,7 +125,9 @@ async fn unknown_and_server_controlled_members_are_refused() {
     let r = refused(&app, &cast.requester, json!({"priority": 3})).await;
     assert_eq!(r.fields(), ["priority"]);
     let id = app.create(&cast, json!({})).await;
-    let r = app.send("PATCH", &format!("/v1/exceptions/{id}"), Some(&cast.requester), Some(&json!({"version": 9})), &[]).await;
+    let r = app
+        .send("PATCH", &format!("/v1/exceptions/{id}"), Some(&cast.requester), Some(&json!({"version": 9})), &[])
+        .await;
     assert_eq!((r.status, r.fields()), (422, vec!["version".to_owned()]));
 }
 
@@ -132,7 +155,8 @@ async fn submit_needs_an_expiry_in_the_future_and_a_control() {
     assert_eq!(r.status, 422, "{}", r.body);
     assert_eq!(r.fields(), ["expires_at", "controls"]);
     let past = (app.now() - chrono::Duration::days(1)).to_rfc3339();
-    let r = app.post("/v1/exceptions", &cast.requester, exception_body(json!({"expires_at": past, "submit": true}))).await;
+    let r =
+        app.post("/v1/exceptions", &cast.requester, exception_body(json!({"expires_at": past, "submit": true}))).await;
     assert_eq!((r.status, r.fields()), (422, vec!["expires_at".to_owned()]));
     assert_eq!(r.body["errors"][0]["code"], "in_past");
     // nothing was half-written: the refused create left no exception behind

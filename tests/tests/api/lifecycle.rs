@@ -6,7 +6,16 @@ use serde_json::{Value, json};
 
 /// The states a test can reach through the API in this release, and how.
 const STATES: &[&str] = &[
-    "draft", "submitted", "pending_approval", "approved", "active", "rejected", "withdrawn", "expired", "revoked", "closed",
+    "draft",
+    "submitted",
+    "pending_approval",
+    "approved",
+    "active",
+    "rejected",
+    "withdrawn",
+    "expired",
+    "revoked",
+    "closed",
 ];
 
 async fn reach(app: &TestApp, cast: &Cast, state: &str) -> String {
@@ -59,7 +68,12 @@ fn table() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
         ("reject", vec![("submitted", "rejected"), ("pending_approval", "rejected")]),
         (
             "withdraw",
-            vec![("draft", "withdrawn"), ("submitted", "withdrawn"), ("pending_approval", "withdrawn"), ("approved", "withdrawn")],
+            vec![
+                ("draft", "withdrawn"),
+                ("submitted", "withdrawn"),
+                ("pending_approval", "withdrawn"),
+                ("approved", "withdrawn"),
+            ],
         ),
         ("revoke", vec![("approved", "revoked"), ("active", "revoked")]),
         ("close", vec![("active", "closed")]),
@@ -71,7 +85,14 @@ async fn perform(app: &TestApp, cast: &Cast, id: &str, action: &str) -> Resp {
         "submit" | "withdraw" | "close" => app.act(id, action, &cast.requester).await,
         "return" | "reject" => app.act(id, action, &cast.analyst).await,
         "approve" | "revoke" => app.act(id, action, &cast.officer).await,
-        "assess" => app.assess(id, &cast.analyst, json!({"method": "matrix", "likelihood": 2, "impact": 2, "rationale": "Low exposure"})).await,
+        "assess" => {
+            app.assess(
+                id,
+                &cast.analyst,
+                json!({"method": "matrix", "likelihood": 2, "impact": 2, "rationale": "Low exposure"}),
+            )
+            .await
+        }
         other => panic!("unknown action {other}"),
     }
 }
@@ -90,7 +111,11 @@ async fn every_action_from_every_reachable_state_follows_the_table() {
                 Some((_, to)) => {
                     assert_eq!(r.status, 200, "{action} from {state}: {}", r.body);
                     assert_eq!(r.str("status"), *to, "{action} from {state}");
-                    assert_eq!(r.body["version"], before.body["version"].as_u64().unwrap() + 1, "{action} from {state} bumps the version");
+                    assert_eq!(
+                        r.body["version"],
+                        before.body["version"].as_u64().unwrap() + 1,
+                        "{action} from {state} bumps the version"
+                    );
                 }
                 None => {
                     assert_eq!(r.status, 409, "{action} from {state} must be refused: {}", r.body);
@@ -113,23 +138,51 @@ async fn tags_and_remediation_stay_editable_after_submit_but_nothing_else() {
     let cast = Cast::new(&app);
     let id = app.pending(&cast, json!({})).await;
     let ok = app
-        .send("PATCH", &format!("/v1/exceptions/{id}"), Some(&cast.requester), Some(&json!({"tags": ["q3"], "remediation_plan": "Upgrade appliance"})), &[])
+        .send(
+            "PATCH",
+            &format!("/v1/exceptions/{id}"),
+            Some(&cast.requester),
+            Some(&json!({"tags": ["q3"], "remediation_plan": "Upgrade appliance"})),
+            &[],
+        )
         .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(ok.body["tags"], json!(["q3"]));
     let locked = app
-        .send("PATCH", &format!("/v1/exceptions/{id}"), Some(&cast.requester), Some(&json!({"title": "Another title", "assets": ["x"]})), &[])
+        .send(
+            "PATCH",
+            &format!("/v1/exceptions/{id}"),
+            Some(&cast.requester),
+            Some(&json!({"title": "Another title", "assets": ["x"]})),
+            &[],
+        )
         .await;
     assert_eq!(locked.status, 422, "{}", locked.body);
     assert_eq!(locked.fields(), ["title", "assets"]);
     assert_eq!(locked.body["errors"][0]["code"], "not_editable");
     // in draft, the requester may change everything
     let draft = app.create(&cast, json!({})).await;
-    let r = app.send("PATCH", &format!("/v1/exceptions/{draft}"), Some(&cast.requester), Some(&json!({"title": "Renamed", "business_impact": null})), &[]).await;
+    let r = app
+        .send(
+            "PATCH",
+            &format!("/v1/exceptions/{draft}"),
+            Some(&cast.requester),
+            Some(&json!({"title": "Renamed", "business_impact": null})),
+            &[],
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.str("title"), "Renamed");
     // an analyst may not rewrite a requester's draft
-    let r = app.send("PATCH", &format!("/v1/exceptions/{draft}"), Some(&cast.analyst), Some(&json!({"title": "Hijacked"})), &[]).await;
+    let r = app
+        .send(
+            "PATCH",
+            &format!("/v1/exceptions/{draft}"),
+            Some(&cast.analyst),
+            Some(&json!({"title": "Hijacked"})),
+            &[],
+        )
+        .await;
     assert_eq!(r.status, 403, "{}", r.body);
 }
 
@@ -139,7 +192,9 @@ async fn return_sends_back_to_draft_and_old_approvals_stop_counting() {
     let cast = Cast::new(&app);
     // medium: security officer and asset owner
     let id = app.create(&cast, json!({"submit": true})).await;
-    let r = app.assess(&id, &cast.analyst, json!({"method": "matrix", "likelihood": 3, "impact": 3, "rationale": "Moderate"})).await;
+    let r = app
+        .assess(&id, &cast.analyst, json!({"method": "matrix", "likelihood": 3, "impact": 3, "rationale": "Moderate"}))
+        .await;
     assert_eq!(r.body["risk"]["residual_level"], "medium");
     assert_eq!(app.act(&id, "approve", &cast.officer).await.status, 200);
     let r = app.act(&id, "return", &cast.asset_owner).await;
@@ -147,8 +202,11 @@ async fn return_sends_back_to_draft_and_old_approvals_stop_counting() {
     assert_eq!(r.str("status"), "draft");
     assert_eq!(r.body["approvals"][0]["counts"], false);
     assert_eq!(app.act(&id, "submit", &cast.requester).await.status, 200);
-    let r = app.assess(&id, &cast.analyst, json!({"method": "matrix", "likelihood": 3, "impact": 3, "rationale": "Moderate"})).await;
-    let sat: Vec<&Value> = r.body["required_approvals"].as_array().unwrap().iter().map(|x| &x["satisfied_by"]).collect();
+    let r = app
+        .assess(&id, &cast.analyst, json!({"method": "matrix", "likelihood": 3, "impact": 3, "rationale": "Moderate"}))
+        .await;
+    let sat: Vec<&Value> =
+        r.body["required_approvals"].as_array().unwrap().iter().map(|x| &x["satisfied_by"]).collect();
     assert!(sat.iter().all(|s| s.is_null()), "no approval survives a return: {}", r.body);
 }
 

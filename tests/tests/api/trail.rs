@@ -1,8 +1,8 @@
 //! The audit trail: one hash-chained event per change, with the request id; an integration
 //! event written in the same transaction.
 
-use leeway_e2e::*;
 use leeway_domain::record::ExceptionId;
+use leeway_e2e::*;
 use serde_json::json;
 
 #[tokio::test]
@@ -11,7 +11,15 @@ async fn history_is_a_valid_hash_chain_with_one_event_per_change() {
     let cast = Cast::new(&app);
     let id = app.create(&cast, json!({"submit": true})).await;
     app.assess(&id, &cast.analyst, json!({"method": "matrix", "likelihood": 2, "impact": 2, "rationale": "Low"})).await;
-    let r = app.send("POST", &format!("/v1/exceptions/{id}/approve"), Some(&cast.officer), Some(&json!({"comment": "ok"})), &[("x-request-id", "req-approve-1")]).await;
+    let r = app
+        .send(
+            "POST",
+            &format!("/v1/exceptions/{id}/approve"),
+            Some(&cast.officer),
+            Some(&json!({"comment": "ok"})),
+            &[("x-request-id", "req-approve-1")],
+        )
+        .await;
     assert_eq!(r.str("status"), "active");
     let h = app.get(&format!("/v1/exceptions/{id}/history"), &app.token("audrey", "auditor", None)).await;
     assert_eq!(h.status, 200);
@@ -25,13 +33,26 @@ async fn history_is_a_valid_hash_chain_with_one_event_per_change() {
     }
     assert_eq!(items[3]["request_id"], "req-approve-1");
     assert_eq!(items[3]["actor"], json!({"subject": "carol", "roles": ["security_officer"]}));
-    assert_eq!((items[2]["from_status"].as_str(), items[2]["to_status"].as_str()), (Some("submitted"), Some("pending_approval")));
+    assert_eq!(
+        (items[2]["from_status"].as_str(), items[2]["to_status"].as_str()),
+        (Some("submitted"), Some("pending_approval"))
+    );
 
     // the outbox holds the matching integration events, written with each change
     let store = leeway_persistence::Store::connect(&app.database_url, 1).unwrap();
     let eid = ExceptionId(uuid::Uuid::parse_str(&id).unwrap());
     let types: Vec<String> = store.outbox_for(eid).unwrap().into_iter().map(|(t, _)| t).collect();
-    assert_eq!(types, ["exception.created", "exception.submitted", "exception.assessed", "exception.approval_recorded", "exception.approved", "exception.activated"]);
+    assert_eq!(
+        types,
+        [
+            "exception.created",
+            "exception.submitted",
+            "exception.assessed",
+            "exception.approval_recorded",
+            "exception.approved",
+            "exception.activated"
+        ]
+    );
 
     // tampering with a stored event is detected at that event
     let seq = items[2]["seq"].as_i64().unwrap();

@@ -13,7 +13,9 @@ async fn requesters_see_only_what_concerns_them() {
     let outsider = app.token("mallory", "requester", Some("marketing"));
     let colleague = app.token("paul", "requester", Some("payments"));
     let owner = app.token("erin", "requester", Some("hr"));
-    for path in [format!("/v1/exceptions/{id}"), format!("/v1/exceptions/{key}"), format!("/v1/exceptions/{id}/history")] {
+    for path in
+        [format!("/v1/exceptions/{id}"), format!("/v1/exceptions/{key}"), format!("/v1/exceptions/{id}/history")]
+    {
         let r = app.get(&path, &outsider).await;
         assert_eq!((r.status, r.str("code").as_str()), (404, "not_found"), "{path}");
     }
@@ -25,7 +27,9 @@ async fn requesters_see_only_what_concerns_them() {
     assert!(listed.body["items"].as_array().unwrap().is_empty());
     let listed = app.get("/v1/exceptions?asset=vpn-01", &outsider).await;
     assert!(listed.body["items"].as_array().unwrap().is_empty());
-    for (who, token) in [("colleague", &colleague), ("risk owner", &owner), ("auditor", &app.token("audrey", "auditor", None))] {
+    for (who, token) in
+        [("colleague", &colleague), ("risk owner", &owner), ("auditor", &app.token("audrey", "auditor", None))]
+    {
         assert_eq!(app.get(&format!("/v1/exceptions/{id}"), token).await.status, 200, "{who}");
         assert_eq!(app.get("/v1/exceptions", token).await.body["items"].as_array().unwrap().len(), 1, "{who}");
     }

@@ -81,7 +81,14 @@ async fn mutate(
     let outcome = web::block(move || {
         let ctx = CallContext { actor: &caller.0, request_id: request_id.as_deref(), now };
         let dctx = Ctx { actor: &caller.0, policy: &st.policy, now };
-        st.store.mutate(ctx, target, w.if_match.0, claim.as_ref(), |e| op(e, &dctx), |e| respond(&st, &caller, now, e, status))
+        st.store.mutate(
+            ctx,
+            target,
+            w.if_match.0,
+            claim.as_ref(),
+            |e| op(e, &dctx),
+            |e| respond(&st, &caller, now, e, status),
+        )
     })
     .await??;
     Ok(match outcome {
@@ -160,7 +167,11 @@ pub async fn create_exception(
     )
 )]
 #[get("/exceptions/{id}")]
-pub async fn get_exception(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_exception(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let target = target(&id)?;
     let st = state.clone();
     let actor = caller.0.clone();
@@ -181,7 +192,11 @@ pub async fn get_exception(state: web::Data<AppState>, caller: Caller, id: web::
     )
 )]
 #[get("/exceptions")]
-pub async fn list_exceptions(state: web::Data<AppState>, req: HttpRequest, caller: Caller) -> Result<HttpResponse, ApiError> {
+pub async fn list_exceptions(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
     let (query, fingerprint) = listing::parse(req.query_string(), &caller.0, now)?;
     let st = state.clone();
@@ -253,7 +268,15 @@ pub async fn patch_exception(
     body: JsonBody<MergePatch>,
 ) -> Result<HttpResponse, ApiError> {
     let patch = body.value.0;
-    let w = Write { req, caller, id: id.into_inner(), if_match, key: IdempotencyKey(None), digest: body.digest, status: StatusCode::OK };
+    let w = Write {
+        req,
+        caller,
+        id: id.into_inner(),
+        if_match,
+        key: IdempotencyKey(None),
+        digest: body.digest,
+        status: StatusCode::OK,
+    };
     mutate(state, w, move |e, ctx| {
         let fields = patched_fields(&ExceptionFields::from_domain(&e.fields), &patch)?;
         workflow::update(e, ctx, &fields.fields())
@@ -372,7 +395,8 @@ pub async fn approve_exception(
     key: IdempotencyKey,
     body: JsonBody<ApproveBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let input = ApproveInput { comment: body.value.comment.clone(), role: body.value.role.map(|r| r.as_str().to_owned()) };
+    let input =
+        ApproveInput { comment: body.value.comment.clone(), role: body.value.role.map(|r| r.as_str().to_owned()) };
     let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest, status: StatusCode::OK };
     mutate(state, w, move |e, ctx| workflow::approve(e, ctx, &input, Uuid::now_v7())).await
 }
@@ -407,8 +431,17 @@ pub async fn assess_exception(
 ) -> Result<HttpResponse, ApiError> {
     let b = body.value;
     let method = b.method().map_err(ApiError::validation)?;
-    let input = AssessInput { method, rationale: b.rationale, threat_vectors: b.threat_vectors, expires_at: b.expires_at };
-    let w = Write { req, caller, id: id.into_inner(), if_match, key: IdempotencyKey(None), digest: body.digest, status: StatusCode::OK };
+    let input =
+        AssessInput { method, rationale: b.rationale, threat_vectors: b.threat_vectors, expires_at: b.expires_at };
+    let w = Write {
+        req,
+        caller,
+        id: id.into_inner(),
+        if_match,
+        key: IdempotencyKey(None),
+        digest: body.digest,
+        status: StatusCode::OK,
+    };
     mutate(state, w, move |e, ctx| workflow::assess(e, ctx, input.clone(), Uuid::now_v7())).await
 }
 
@@ -445,7 +478,8 @@ pub async fn add_control(
 ) -> Result<HttpResponse, ApiError> {
     let input = body.value.to_domain();
     let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest, status: StatusCode::CREATED };
-    mutate(state, w, move |e, ctx| workflow::add_control(e, ctx, &input, ControlId(Uuid::now_v7())).map(|(_, h)| h)).await
+    mutate(state, w, move |e, ctx| workflow::add_control(e, ctx, &input, ControlId(Uuid::now_v7())).map(|(_, h)| h))
+        .await
 }
 
 /// Change a control's status or evidence. `verified` (with evidence) and `failed` only by
@@ -500,7 +534,11 @@ pub async fn change_control(
     )
 )]
 #[get("/exceptions/{id}/history")]
-pub async fn exception_history(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn exception_history(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let target = target(&id)?;
     let st = state.clone();
     let events = web::block(move || {
@@ -525,5 +563,6 @@ pub async fn exception_history(state: web::Data<AppState>, caller: Caller, id: w
             hash: e.hash,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(HistoryView { items, chain: ChainView { valid: broken.is_none(), first_broken_seq: broken } }))
+    Ok(HttpResponse::Ok()
+        .json(HistoryView { items, chain: ChainView { valid: broken.is_none(), first_broken_seq: broken } }))
 }

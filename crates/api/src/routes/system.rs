@@ -24,7 +24,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     let store = state.store.clone();
     let result = web::block(move || store.ready()).await?;
     match result {
-        Ok(()) => Ok(HttpResponse::Ok().json(HealthView { status: "ok".into(), database: state.store.backend().into() })),
+        Ok(()) => {
+            Ok(HttpResponse::Ok().json(HealthView { status: "ok".into(), database: state.store.backend().into() }))
+        }
         Err(e) => Err(ApiError::new(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
