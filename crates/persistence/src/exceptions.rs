@@ -282,7 +282,7 @@ impl Store {
                         .execute(conn)?;
                 }
                 if let Some(claim) = idem
-                    && let Some(stored) = find_idempotent(conn, claim)?
+                    && let Some(stored) = find_idempotent(conn, claim, now)?
                 {
                     return Ok(Outcome::Replayed(stored));
                 }
@@ -542,7 +542,14 @@ impl Store {
     }
 }
 
-fn find_idempotent(conn: &mut Db, claim: &IdempotencyClaim) -> Result<Option<StoredResponse>, StoreError> {
+/// How long a key replays its first answer; an older key is forgotten and starts afresh.
+pub const IDEMPOTENCY_WINDOW_HOURS: i64 = 24;
+
+fn find_idempotent(
+    conn: &mut Db,
+    claim: &IdempotencyClaim,
+    now: DateTime<Utc>,
+) -> Result<Option<StoredResponse>, StoreError> {
     let row: Option<IdempotencyRow> = idempotency_keys::table
         .find((&claim.subject, &claim.key))
         .select(IdempotencyRow::as_select())
@@ -550,6 +557,10 @@ fn find_idempotent(conn: &mut Db, claim: &IdempotencyClaim) -> Result<Option<Sto
         .optional()?;
     match row {
         None => Ok(None),
+        Some(r) if utc(r.created_at) + chrono::Duration::hours(IDEMPOTENCY_WINDOW_HOURS) <= now => {
+            diesel::delete(idempotency_keys::table.find((&claim.subject, &claim.key))).execute(conn)?;
+            Ok(None)
+        }
         Some(r) if r.request_hash != claim.request_hash => Err(StoreError::IdempotencyKeyReused),
         Some(r) => Ok(Some(StoredResponse {
             status: u16::try_from(r.status).map_err(StoreError::corrupt)?,
