@@ -1,7 +1,7 @@
 //! Property tests: no sequence of actions, by anyone, at any time, reaches a state the
+//! lifecycle table does not allow, and separation of duties always holds.
 
 #![expect(clippy::unwrap_used, reason = "set-up helpers outside #[test] fail loudly")]
-//! lifecycle table does not allow, and separation of duties always holds.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use leeway_domain::lifecycle::{Action, Status};
