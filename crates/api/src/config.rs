@@ -106,7 +106,14 @@ impl Config {
             return Err("LEEWAY_JWT_SECRET is required with PostgreSQL".into());
         };
         if let Ok(s) = std::fs::read_to_string(&path) {
-            return Ok((s.trim().to_owned(), None));
+            let s = s.trim();
+            if s.len() < 32 {
+                return Err(format!(
+                    "{} holds no usable secret (under 32 characters): delete it to generate a new one",
+                    path.display()
+                ));
+            }
+            return Ok((s.to_owned(), None));
         }
         if !create {
             return Err(format!("no secret at {}: start `leeway serve` once or set LEEWAY_JWT_SECRET", path.display()));

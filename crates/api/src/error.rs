@@ -279,13 +279,18 @@ impl From<StoreError> for ApiError {
                 "The Idempotency-Key was used for another request",
                 "this Idempotency-Key was already used with a different request; use a new key",
             ),
-            StoreError::DuplicateExternalRef { system, id, holder } => ApiError::new(
-                StatusCode::CONFLICT,
-                "duplicate_external_reference",
-                "The external reference belongs to another exception",
-                format!("external reference ({system}, {id}) already belongs to {holder}"),
-            )
-            .with("holder", holder),
+            StoreError::DuplicateExternalRef { system, id, holder } => {
+                let e = ApiError::new(
+                    StatusCode::CONFLICT,
+                    "duplicate_external_reference",
+                    "The external reference belongs to another exception",
+                    format!("external reference ({system}, {id}) already belongs to another exception"),
+                );
+                match holder {
+                    Some(h) => e.with("holder", h),
+                    None => e,
+                }
+            }
             other => ApiError::internal(&other),
         }
     }

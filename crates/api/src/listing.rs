@@ -52,6 +52,9 @@ fn time(param: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(v)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| bad(param, format!("not an RFC 3339 timestamp ({e})")))
+        .and_then(|t| {
+            if leeway_domain::workflow::plausible(t) { Ok(t) } else { Err(bad(param, "must be between 1970 and 9999")) }
+        })
 }
 
 fn text(param: &str, v: &str) -> Result<String, ApiError> {

@@ -318,6 +318,13 @@ impl Fields {
             None => Some(Priority::Standard),
             Some(v) => e.take(Priority::parse_field("priority", v)),
         };
+        for (name, t) in [("starts_at", input.starts_at), ("expires_at", input.expires_at)] {
+            if let Some(t) = t
+                && !crate::workflow::plausible(t)
+            {
+                e.push(FieldError::new(name, "out_of_range", "must be between 1970 and 9999"));
+            }
+        }
         if let (Some(s), Some(x)) = (input.starts_at, input.expires_at)
             && x <= s
         {
@@ -406,6 +413,30 @@ impl Fields {
             remediation_due: self.remediation_due,
             external_refs: Some(self.external_refs.clone()),
             tags: Some(self.tags.clone()),
+        }
+    }
+
+    /// One field's value as JSON, for the audit trail.
+    pub fn value_of(&self, name: &str) -> serde_json::Value {
+        use serde_json::json;
+        match name {
+            "title" => json!(self.title),
+            "category" => json!(self.category.as_str()),
+            "policy_id" => json!(self.policy_id),
+            "control_ids" => json!(self.control_ids),
+            "assets" => json!(self.assets),
+            "business_unit" => json!(self.business_unit),
+            "justification" => json!(self.justification),
+            "business_impact" => json!(self.business_impact),
+            "risk_owner" => json!(self.risk_owner.as_str()),
+            "priority" => json!(self.priority.as_str()),
+            "starts_at" => json!(self.starts_at),
+            "expires_at" => json!(self.expires_at),
+            "remediation_plan" => json!(self.remediation_plan),
+            "remediation_due" => json!(self.remediation_due),
+            "external_refs" => json!(self.external_refs),
+            "tags" => json!(self.tags),
+            _ => serde_json::Value::Null,
         }
     }
 

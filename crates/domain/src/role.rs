@@ -65,6 +65,9 @@ impl Actor {
 
     /// Whether the caller may see this exception at all.
     pub fn can_see(&self, e: &Exception) -> bool {
+        if self.roles.is_empty() {
+            return false;
+        }
         !self.is_restricted()
             || e.is_requester(&self.subject)
             || e.fields.risk_owner == self.subject

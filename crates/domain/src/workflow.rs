@@ -20,6 +20,15 @@ pub fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(6)
 }
 
+/// Whether a timestamp is one a record may hold: 1970..=9999, so that arithmetic on it never
+/// overflows and both databases order it alike.
+pub fn plausible(t: DateTime<Utc>) -> bool {
+    (1970..=9999).contains(&chrono::Datelike::year(&t))
+}
+
+/// Most assessments one exception keeps (every re-assessment adds one).
+pub const MAX_ASSESSMENTS: usize = 100;
+
 /// Who acts, under which policy, at what time.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx<'a> {
@@ -81,7 +90,7 @@ pub fn catch_up(e: &mut Exception, now: DateTime<Utc>) -> Vec<Happening> {
         if e.fields.expires_at.is_none_or(|x| at < x) {
             out.push(Happening {
                 by_system: true,
-                ..happened("activated", e.status, Status::Active, json!({}), "exception.activated")
+                ..happened("activated", e.status, Status::Active, json!({"effective_at": at}), "exception.activated")
             });
             e.status = Status::Active;
         }
@@ -91,7 +100,13 @@ pub fn catch_up(e: &mut Exception, now: DateTime<Utc>) -> Vec<Happening> {
     {
         out.push(Happening {
             by_system: true,
-            ..happened("expired", e.status, Status::Expired, json!({}), "exception.expired")
+            ..happened(
+                "expired",
+                e.status,
+                Status::Expired,
+                json!({"effective_at": e.fields.expires_at}),
+                "exception.expired",
+            )
         });
         e.status = Status::Expired;
         e.closed_at = e.fields.expires_at;
@@ -109,7 +124,8 @@ pub fn roles_for(action: Action) -> &'static [Role] {
         Action::Update | Action::AddControl => &[Requester, Integration, Analyst],
         Action::Submit | Action::Withdraw => &[Requester, Integration],
         Action::Return | Action::Reject => &[Analyst, SecurityOfficer, AssetOwner, Ciso, Compliance],
-        Action::Assess | Action::ChangeControl => &[Analyst, Requester, Integration],
+        Action::Assess => &[Analyst],
+        Action::ChangeControl => &[Analyst, Requester, Integration],
         Action::Approve => &[SecurityOfficer, AssetOwner, Ciso, Compliance],
         Action::RequestRenewal => &[Requester, Integration],
         Action::Review => &[Analyst, Requester],
@@ -122,7 +138,7 @@ pub fn roles_for(action: Action) -> &'static [Role] {
 /// The exception as the requester side sees it: the requester, the person it was made for,
 /// or (for closing and reviews) the risk owner.
 fn is_requester_side(e: &Exception, a: &Actor) -> bool {
-    a.has(Role::Integration) || (a.has(Role::Requester) && e.is_requester(&a.subject))
+    (a.has(Role::Integration) && e.requester == a.subject) || (a.has(Role::Requester) && e.is_requester(&a.subject))
 }
 
 /// Checks everything but the body of a request: state, role, ownership, separation of duties.
@@ -131,7 +147,7 @@ pub fn guard(e: &Exception, ctx: &Ctx<'_>, action: Action) -> Result<(), DomainE
     let refused = || DomainError::InvalidTransition {
         action,
         current: status,
-        allowed: Action::ALL.iter().copied().filter(|a| state_allows(e, status, *a)).collect(),
+        allowed: Action::ALL.iter().copied().filter(|a| a.is_human() && state_allows(e, status, *a)).collect(),
     };
     if !state_allows(e, status, action) || !action.is_human() {
         return Err(refused());
@@ -155,6 +171,13 @@ pub fn guard(e: &Exception, ctx: &Ctx<'_>, action: Action) -> Result<(), DomainE
     };
     if !ok {
         return Err(forbidden());
+    }
+    if matches!(action, Action::Assess | Action::Approve) && e.fields.expires_at.is_some_and(|x| x <= ctx.now) {
+        return Err(DomainError::field(
+            "expires_at",
+            "in_past",
+            "the requested expiry has passed; return the exception so the requester can set a new one",
+        ));
     }
     match action {
         Action::Assess => {
@@ -378,11 +401,12 @@ pub fn update(e: &mut Exception, ctx: &Ctx<'_>, input: &FieldsInput) -> Result<V
     if changed.is_empty() {
         return Ok(Vec::new());
     }
-    let before =
-        serde_json::to_value(changed.iter().map(|f| (*f, Value::Null)).collect::<std::collections::BTreeMap<_, _>>())
-            .unwrap_or(Value::Null);
+    let diff: serde_json::Map<String, Value> = changed
+        .iter()
+        .map(|f| ((*f).to_owned(), json!({"from": e.fields.value_of(f), "to": fields.value_of(f)})))
+        .collect();
     e.fields = fields;
-    Ok(vec![happened("updated", status, status, json!({"fields": changed, "was": before}), "exception.updated")])
+    Ok(vec![happened("updated", status, status, Value::Object(diff), "exception.updated")])
 }
 
 /// Sends the exception back to the requester; approvals collected so far no longer count.
@@ -430,6 +454,18 @@ pub fn assess(e: &mut Exception, ctx: &Ctx<'_>, input: AssessInput, id: Uuid) ->
     }
     let now = truncate(ctx.now);
     let start = e.fields.starts_at.unwrap_or(now);
+    if let Some(x) = input.expires_at
+        && (!plausible(x) || e.fields.expires_at.is_some_and(|current| x > current))
+    {
+        errors.push(FieldError::new("expires_at", "not_shorter", "may only shorten the requested expires_at"));
+    }
+    if e.assessments.len() >= MAX_ASSESSMENTS {
+        errors.push(FieldError::new(
+            "risk",
+            "too_many",
+            format!("an exception keeps at most {MAX_ASSESSMENTS} assessments"),
+        ));
+    }
     let expires_at = input.expires_at.map(truncate).or(e.fields.expires_at);
     match expires_at {
         Some(x) if x <= start || x <= now => {
@@ -541,6 +577,11 @@ pub fn approve(
     let Some(risk) = e.risk().map(Assessment::snapshot) else {
         return Err(DomainError::field("risk", "assessment_required", "the exception has not been assessed"));
     };
+    // The last approval may not accept a lifetime longer than the level allows (a failed
+    // control can raise the level after the assessment checked the duration).
+    if missing.len() == 1 {
+        check_duration(e, ctx, risk.residual_level)?;
+    }
     let from = e.status;
     e.approvals.push(Approval {
         id,
@@ -558,6 +599,20 @@ pub fn approve(
     Ok(out)
 }
 
+fn check_duration(e: &Exception, ctx: &Ctx<'_>, level: crate::risk::Level) -> Result<(), DomainError> {
+    let now = truncate(ctx.now);
+    let start = e.fields.starts_at.map_or(now, |s| s.max(now));
+    let latest = start + ctx.policy.max_duration(level);
+    match e.fields.expires_at {
+        Some(x) if x > latest => Err(DomainError::DurationExceedsPolicy {
+            level,
+            max_days: ctx.policy.level(level).max_duration_days,
+            latest_expires_at: latest,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// When every required approval of the round is in: approve (and activate when the start
 /// has come), renew, or ratify.
 fn finish_if_complete(e: &mut Exception, ctx: &Ctx<'_>) -> Vec<Happening> {
@@ -570,7 +625,10 @@ fn finish_if_complete(e: &mut Exception, ctx: &Ctx<'_>) -> Vec<Happening> {
     let from = e.status;
     match from {
         Status::PendingApproval => {
-            let start = *e.fields.starts_at.get_or_insert(now);
+            // Coverage never starts before the decision: a start that passed while the request
+            // waited moves to the moment of approval.
+            let start = e.fields.starts_at.map_or(now, |s| s.max(now));
+            e.fields.starts_at = Some(start);
             e.approved_at = Some(now);
             e.next_review_at = Some(start + ctx.policy.review_interval(level));
             e.status = Status::Approved;
@@ -692,6 +750,18 @@ pub fn change_control(
     let Some(idx) = e.controls.iter().position(|c| c.id == id) else {
         return Err(DomainError::NoSuchControl(id.0.to_string()));
     };
+    let judged = matches!(e.controls[idx].status, ControlStatus::Verified | ControlStatus::Failed);
+    let changes_judgement = status.is_some_and(|s| matches!(s, ControlStatus::Verified | ControlStatus::Failed));
+    if judged || changes_judgement {
+        if !a.has(Role::Analyst) {
+            return Err(DomainError::Forbidden { action: Action::ChangeControl, needs: vec![Role::Analyst] });
+        }
+        if requester {
+            return Err(DomainError::SeparationOfDuties(
+                "the requester may not verify, fail or change a judged control of their own exception".into(),
+            ));
+        }
+    }
     if let Some(s) = status {
         match s {
             ControlStatus::Verified | ControlStatus::Failed => {
@@ -735,12 +805,30 @@ pub fn change_control(
         let new = r.residual_level();
         changes["residual_score"] = json!(r.residual_score.value());
         changes["residual_level"] = json!(new.as_str());
-        if new > old {
+        // While approvals are being collected, a higher level needs its own; once active,
+        // the approvals stand as given and the exception is flagged at risk below.
+        if new > old && e.status == Status::PendingApproval {
             supersede_below(e, new);
         }
     }
     let s = e.status;
     let mut out = vec![happened("control_changed", s, s, changes, "exception.updated")];
+    let approved_level = e.current_approvals().map(|a| a.risk.residual_level).min();
+    let now_level = e.risk().map(Assessment::residual_level);
+    if matches!(s, Status::Active | Status::RenewalPending)
+        && !e.at_risk
+        && let (Some(approved), Some(level)) = (approved_level, now_level)
+        && level > approved
+    {
+        e.at_risk = true;
+        out.push(happened(
+            "at_risk",
+            s,
+            s,
+            json!({"approved_level": approved.as_str(), "residual_level": level.as_str()}),
+            "exception.at_risk",
+        ));
+    }
     out.extend(finish_if_complete(e, ctx));
     Ok(out)
 }

@@ -86,8 +86,10 @@ impl ManageConnection for DbManager {
         diesel::sql_query("SELECT 1").execute(conn).map(|_| ()).map_err(diesel::r2d2::Error::QueryError)
     }
 
+    /// A connection handed back while a thread unwinds may hold an open transaction (diesel
+    /// does not roll back on panic): never reuse it.
     fn has_broken(&self, _conn: &mut Db) -> bool {
-        false
+        std::thread::panicking()
     }
 }
 

@@ -36,14 +36,14 @@ pub enum StoreError {
     #[error("idempotency key reused with a different request")]
     IdempotencyKeyReused,
     /// Another exception holds this external reference.
-    #[error("external reference ({system}, {id}) belongs to {holder}")]
+    #[error("external reference ({system}, {id}) belongs to another exception")]
     DuplicateExternalRef {
         /// System of the reference.
         system: String,
         /// Id of the reference.
         id: String,
-        /// Key of the exception holding it.
-        holder: String,
+        /// Key of the exception holding it, when the caller may see every exception.
+        holder: Option<String>,
     },
 }
 

@@ -304,9 +304,17 @@ impl Store {
                 }
                 Ok(Outcome::Done(value))
             });
-            match result {
-                Err(e) if idem.is_some() && tries < 2 && is_unique_violation(&e) => continue,
-                other => return other,
+            match (result, idem) {
+                (Err(e), Some(_)) if tries < 2 && is_unique_violation(&e) => continue,
+                // A concurrent request with the same key may have committed while this one
+                // waited for the row lock and was then judged on the changed state: replay it.
+                (Err(e), Some(claim)) => {
+                    return match conn.transaction(|conn| find_idempotent(conn, claim, now)) {
+                        Ok(Some(stored)) => Ok(Outcome::Replayed(stored)),
+                        _ => Err(e),
+                    };
+                }
+                (other, _) => return other,
             }
         }
     }
@@ -331,7 +339,7 @@ impl Store {
                 let (e, happenings) = build(key)?;
                 let row = ExceptionRow::from_domain(&e);
                 diesel::insert_into(exceptions::table).values(&row).execute(conn)?;
-                save_children(conn, None, &e)?;
+                save_children(conn, None, &e, ctx.actor)?;
                 append_events(conn, &ctx, &e, &happenings)?;
                 Ok(e)
             },
@@ -380,7 +388,7 @@ impl Store {
                 after.version = before.version + 1;
                 after.updated_at = leeway_domain::workflow::truncate(ctx.now);
                 diesel::update(exceptions::table.find(&id)).set(ExceptionRow::from_domain(&after)).execute(conn)?;
-                save_children(conn, Some(&before), &after)?;
+                save_children(conn, Some(&before), &after, ctx.actor)?;
                 append_events(conn, &ctx, &after, &happenings)?;
                 Ok(after)
             },
@@ -639,7 +647,12 @@ fn load_many(conn: &mut Db, rows: Vec<ExceptionRow>) -> Result<Vec<Exception>, S
 }
 
 /// Writes what changed in the children between `before` and `after`.
-fn save_children(conn: &mut Db, before: Option<&Exception>, after: &Exception) -> Result<(), StoreError> {
+fn save_children(
+    conn: &mut Db,
+    before: Option<&Exception>,
+    after: &Exception,
+    actor: &Actor,
+) -> Result<(), StoreError> {
     let id = after.id.0.to_string();
     let f = &after.fields;
     if before.is_none_or(|b| b.fields.assets != f.assets) {
@@ -668,12 +681,16 @@ fn save_children(conn: &mut Db, before: Option<&Exception>, after: &Exception) -
                 .select(exceptions::key_num)
                 .first(conn)
                 .optional()?;
-            if let Some(k) = holder {
-                return Err(StoreError::DuplicateExternalRef {
-                    system: r.system.clone(),
-                    id: r.id.clone(),
-                    holder: ExceptionKey(u64::try_from(k).unwrap_or(0)).to_string(),
-                });
+            let duplicate = |holder: Option<i64>| StoreError::DuplicateExternalRef {
+                system: r.system.clone(),
+                id: r.id.clone(),
+                // a restricted caller is not told which exception it is (no enumeration)
+                holder: holder
+                    .filter(|_| !actor.is_restricted())
+                    .map(|k| ExceptionKey(u64::try_from(k).unwrap_or(0)).to_string()),
+            };
+            if holder.is_some() {
+                return Err(duplicate(holder));
             }
             diesel::insert_into(external_refs::table)
                 .values((
@@ -681,7 +698,12 @@ fn save_children(conn: &mut Db, before: Option<&Exception>, after: &Exception) -
                     external_refs::ext_id.eq(&r.id),
                     external_refs::exception_id.eq(&id),
                 ))
-                .execute(conn)?;
+                .execute(conn)
+                .map_err(|e| match e {
+                    // a concurrent writer took it between the check and the insert
+                    DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => duplicate(None),
+                    other => StoreError::Database(other),
+                })?;
         }
     }
     for (i, c) in after.controls.iter().enumerate() {
@@ -756,7 +778,11 @@ fn append_events(
             action: h.action.to_owned(),
             actor_subject: subject,
             actor_roles: roles,
-            on_behalf_of: if h.by_system { None } else { e.on_behalf_of.as_ref().map(ToString::to_string) },
+            on_behalf_of: if !h.by_system && e.requester == ctx.actor.subject {
+                e.on_behalf_of.as_ref().map(ToString::to_string)
+            } else {
+                None
+            },
             at,
             from_status: h.from.map(|s| s.as_str().to_owned()),
             to_status: h.to.as_str().to_owned(),

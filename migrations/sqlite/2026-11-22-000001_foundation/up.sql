@@ -52,6 +52,7 @@ CREATE INDEX exceptions_expires_id ON exceptions (expires_at, id);
 CREATE INDEX exceptions_bu_id ON exceptions (business_unit, id);
 CREATE INDEX exceptions_requester_id ON exceptions (requester, id);
 CREATE INDEX exceptions_owner_id ON exceptions (risk_owner, id);
+CREATE INDEX exceptions_on_behalf_of_id ON exceptions (on_behalf_of, id);
 CREATE INDEX exceptions_category_id ON exceptions (category, id);
 CREATE INDEX exceptions_level_id ON exceptions (residual_level, id);
 

@@ -171,7 +171,8 @@ async fn an_external_reference_belongs_to_one_exception() {
     let refs = json!({"external_refs": [{"system": "servicenow", "id": "RITM0012345"}]});
     let first = app.post("/v1/exceptions", &cast.requester, exception_body(refs.clone())).await;
     assert_eq!(first.status, 201);
-    let r = app.post("/v1/exceptions", &cast.requester, exception_body(refs)).await;
+    let integration = app.token("servicenow", "integration", None);
+    let r = app.post("/v1/exceptions", &integration, exception_body(refs)).await;
     assert_eq!(r.status, 409, "{}", r.body);
     assert_eq!(r.str("code"), "duplicate_external_reference");
     assert_eq!(r.body["holder"], first.body["key"]);

@@ -7,6 +7,7 @@ mod auth;
 mod conventions;
 mod intake;
 mod lifecycle;
+mod review;
 mod risk;
 mod trail;
 mod visibility;

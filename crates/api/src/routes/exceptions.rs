@@ -3,9 +3,9 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, patch, post, put, web};
 use chrono::{DateTime, Utc};
+use leeway_domain::DomainError;
 use leeway_domain::record::{ControlId, Exception, ExceptionId, ExceptionRef};
 use leeway_domain::workflow::{self, ApproveInput, AssessInput, ControlChange, Ctx, Happening, NewException};
-use leeway_domain::{DomainError, FieldError};
 use leeway_persistence::{CallContext, IdempotencyClaim, Outcome, StoredResponse, verify_chain};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -189,6 +189,7 @@ pub async fn get_exception(
         (status = 200, description = "A page", body = ExceptionPage),
         (status = 400, description = "Bad parameter (`invalid_query`) or cursor (`invalid_cursor`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token carries no Leeway role (`forbidden`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/exceptions")]
@@ -197,6 +198,9 @@ pub async fn list_exceptions(
     req: HttpRequest,
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
+    if caller.0.roles.is_empty() {
+        return Err(ApiError::forbidden("the token carries no Leeway role"));
+    }
     let now = state.clock.now();
     let (query, fingerprint) = listing::parse(req.query_string(), &caller.0, now)?;
     let st = state.clone();
@@ -446,7 +450,8 @@ pub async fn assess_exception(
 }
 
 /// Add a compensating control (requester; analyst after submit). It starts `proposed`.
-/// Answers 201 with the exception; the new control is the last of `controls`.
+/// Answers 200 with the exception, like every action; the new control is the last of
+/// `controls`.
 #[utoipa::path(
     tag = "controls",
     security(("bearer" = [])),
@@ -457,7 +462,7 @@ pub async fn assess_exception(
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 hours"),
     ),
     responses(
-        (status = 201, description = "Added", body = ExceptionView, headers(("ETag" = String), ("Location" = String))),
+        (status = 200, description = "Added; the new control is the last of `controls`", body = ExceptionView, headers(("ETag" = String))),
         (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Role or ownership does not permit it", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Absent or not visible", body = Problem, content_type = "application/problem+json"),
@@ -477,7 +482,7 @@ pub async fn add_control(
     body: JsonBody<NewControl>,
 ) -> Result<HttpResponse, ApiError> {
     let input = body.value.to_domain();
-    let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest, status: StatusCode::CREATED };
+    let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest, status: StatusCode::OK };
     mutate(state, w, move |e, ctx| workflow::add_control(e, ctx, &input, ControlId(Uuid::now_v7())).map(|(_, h)| h))
         .await
 }
@@ -515,7 +520,7 @@ pub async fn change_control(
     let (id, control) = path.into_inner();
     let control = Uuid::parse_str(&control)
         .map(ControlId)
-        .map_err(|_| ApiError::validation(vec![FieldError::new("control_id", "invalid_value", "must be a UUID")]))?;
+        .map_err(|_| ApiError::from(DomainError::NoSuchControl(control.clone())))?;
     let change = ControlChangeBody { status: body.value.status, evidence: body.value.evidence.clone() };
     let change = ControlChange { status: change.status.map(|s| s.as_str().to_owned()), evidence: change.evidence };
     let w = Write { req, caller, id, if_match, key: IdempotencyKey(None), digest: body.digest, status: StatusCode::OK };

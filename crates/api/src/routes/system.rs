@@ -27,12 +27,16 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         Ok(()) => {
             Ok(HttpResponse::Ok().json(HealthView { status: "ok".into(), database: state.store.backend().into() }))
         }
-        Err(e) => Err(ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "Not ready",
-            e.to_string(),
-        )),
+        Err(e) => {
+            // the cause may name hosts and users: log it, do not tell an unauthenticated caller
+            tracing::warn!(error = %e, "not ready");
+            Err(ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "Not ready",
+                "the database is unreachable or migrations are pending; see the service log",
+            ))
+        }
     }
 }
 
