@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::AppState;
 use crate::clock::Clock;
+use crate::config::Config;
 use crate::error::ApiError;
 use leeway_domain::record::Subject;
 use leeway_domain::role::{Actor, Role};
@@ -78,6 +79,18 @@ impl Auth {
             business_unit_claim,
             clock,
         }
+    }
+
+    /// Verification as configured, with `secret` resolved by [`Config::resolve_secret`].
+    pub fn from_config(config: &Config, secret: &str, clock: Arc<dyn Clock>) -> Self {
+        Self::new(
+            secret,
+            config.jwt_issuer.clone(),
+            config.jwt_audience.clone(),
+            config.roles_claim.clone(),
+            config.business_unit_claim.clone(),
+            clock,
+        )
     }
 
     /// Verifies a token and resolves the caller.

@@ -131,14 +131,7 @@ impl Application {
         if let Some(path) = generated {
             tracing::warn!(path = %path.display(), "no LEEWAY_JWT_SECRET: generated a secret into this file (mode 0600); `leeway token` uses it");
         }
-        let auth = Auth::new(
-            &secret,
-            config.jwt_issuer.clone(),
-            config.jwt_audience.clone(),
-            config.roles_claim.clone(),
-            config.business_unit_claim.clone(),
-            clock.clone(),
-        );
+        let auth = Auth::from_config(config, &secret, clock.clone());
         let state = web::Data::new(AppState { store, auth, policy: config.policy.clone(), clock });
         let listener =
             TcpListener::bind(&config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

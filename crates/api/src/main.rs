@@ -101,14 +101,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 })?);
             }
             let clock = Arc::new(SystemClock);
-            let auth = Auth::new(
-                &secret,
-                config.jwt_issuer.clone(),
-                config.jwt_audience.clone(),
-                config.roles_claim.clone(),
-                config.business_unit_claim.clone(),
-                clock.clone(),
-            );
+            let auth = Auth::from_config(&config, &secret, clock.clone());
             let token = auth.mint(&sub, &parsed, business_unit.as_deref(), parse_ttl(&ttl)?, clock.now())?;
             println!("{token}");
             Ok(())

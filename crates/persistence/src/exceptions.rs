@@ -601,39 +601,52 @@ fn load(conn: &mut Db, id: &str) -> Result<Exception, StoreError> {
     load_many(conn, vec![row])?.pop().ok_or(StoreError::NotFound)
 }
 
+/// Converts child rows and groups them by their exception, keeping their order.
+fn group<R, T>(
+    rows: Vec<R>,
+    key: impl Fn(&R) -> String,
+    convert: impl Fn(R) -> Result<T, StoreError>,
+) -> Result<HashMap<String, Vec<T>>, StoreError> {
+    let mut out: HashMap<String, Vec<T>> = HashMap::new();
+    for r in rows {
+        out.entry(key(&r)).or_default().push(convert(r)?);
+    }
+    Ok(out)
+}
+
 /// Loads the children of many exceptions with one query per child table.
 fn load_many(conn: &mut Db, rows: Vec<ExceptionRow>) -> Result<Vec<Exception>, StoreError> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-    let mut controls_by: HashMap<String, Vec<_>> = HashMap::new();
-    for c in controls::table
-        .filter(controls::exception_id.eq_any(&ids))
-        .order((controls::exception_id, controls::position))
-        .select(ControlRow::as_select())
-        .load(conn)?
-    {
-        controls_by.entry(c.exception_id.clone()).or_default().push(c.into_domain()?);
-    }
-    let mut assessments_by: HashMap<String, Vec<_>> = HashMap::new();
-    for a in assessments::table
-        .filter(assessments::exception_id.eq_any(&ids))
-        .order((assessments::exception_id, assessments::assessed_at, assessments::id))
-        .select(AssessmentRow::as_select())
-        .load(conn)?
-    {
-        assessments_by.entry(a.exception_id.clone()).or_default().push(a.into_domain()?);
-    }
-    let mut approvals_by: HashMap<String, Vec<_>> = HashMap::new();
-    for a in approvals::table
-        .filter(approvals::exception_id.eq_any(&ids))
-        .order((approvals::exception_id, approvals::approved_at, approvals::id))
-        .select(ApprovalRow::as_select())
-        .load(conn)?
-    {
-        approvals_by.entry(a.exception_id.clone()).or_default().push(a.into_domain()?);
-    }
+    let mut controls_by = group(
+        controls::table
+            .filter(controls::exception_id.eq_any(&ids))
+            .order((controls::exception_id, controls::position))
+            .select(ControlRow::as_select())
+            .load(conn)?,
+        |c| c.exception_id.clone(),
+        ControlRow::into_domain,
+    )?;
+    let mut assessments_by = group(
+        assessments::table
+            .filter(assessments::exception_id.eq_any(&ids))
+            .order((assessments::exception_id, assessments::assessed_at, assessments::id))
+            .select(AssessmentRow::as_select())
+            .load(conn)?,
+        |a| a.exception_id.clone(),
+        AssessmentRow::into_domain,
+    )?;
+    let mut approvals_by = group(
+        approvals::table
+            .filter(approvals::exception_id.eq_any(&ids))
+            .order((approvals::exception_id, approvals::approved_at, approvals::id))
+            .select(ApprovalRow::as_select())
+            .load(conn)?,
+        |a| a.exception_id.clone(),
+        ApprovalRow::into_domain,
+    )?;
     rows.into_iter()
         .map(|r| {
             let id = r.id.clone();
