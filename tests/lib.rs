@@ -68,6 +68,8 @@ pub struct Options {
     pub issuer: Option<String>,
     /// Required `aud`.
     pub audience: Option<String>,
+    /// The approval policy (default: the spec's).
+    pub policy: Option<leeway_domain::ApprovalPolicy>,
 }
 
 /// A running server and what a test needs to talk to it.
@@ -80,6 +82,8 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     /// The database URL the server uses.
     pub database_url: String,
+    /// The policy the server runs.
+    pub policy: leeway_domain::ApprovalPolicy,
     auth: Auth,
     _db: TestDb,
 }
@@ -135,7 +139,9 @@ pub async fn spawn_with(options: Options) -> TestApp {
         log_format: "text".to_owned(),
         pool_size: 4,
         workers: Some(1),
-        policy: leeway_domain::ApprovalPolicy::default(),
+        policy: options.policy.clone().unwrap_or_default(),
+        // tests run the scheduler themselves, on the manual clock
+        jobs_interval_seconds: 0,
     };
     let clock = Arc::new(ManualClock::default());
     let app = Application::build(&config, clock.clone()).expect("build the application");
@@ -143,7 +149,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
     tokio::spawn(app.run());
     let auth =
         Auth::new(SECRET, options.issuer, options.audience, "roles".into(), "business_unit".into(), clock.clone());
-    TestApp { base, client: reqwest::Client::new(), clock, database_url, auth, _db: db }
+    TestApp { base, client: reqwest::Client::new(), clock, database_url, policy: config.policy, auth, _db: db }
 }
 
 impl TestApp {
@@ -163,6 +169,24 @@ impl TestApp {
             let mut c = PgConnection::establish(&self.database_url).expect("open the test database");
             diesel::sql_query(statement).execute(&mut c).expect("run SQL");
         }
+    }
+
+    /// Runs the scheduler once at the server's clock, as `leeway jobs run-once` would;
+    /// returns how many exceptions had due rules.
+    pub async fn run_jobs(&self) -> usize {
+        let (url, policy, now) = (self.database_url.clone(), self.policy.clone(), self.now());
+        tokio::task::spawn_blocking(move || {
+            let store = leeway_persistence::Store::connect(&url, 1).expect("connect");
+            leeway_api::jobs::run_once(&store, &policy, now).expect("run the scheduler")
+        })
+        .await
+        .expect("scheduler thread")
+    }
+
+    /// Moves the clock and runs the scheduler.
+    pub async fn advance(&self, by: Duration) -> usize {
+        self.clock.advance(by);
+        self.run_jobs().await
     }
 
     /// Now, on the server's clock.
@@ -230,7 +254,8 @@ pub fn exception_body(overrides: Value) -> Value {
         "category": "mfa_bypass",
         "policy_id": "POL-AC-01",
         "control_ids": ["NIST-800-53:IA-2"],
-        "assets": ["vpn-01"],
+        // distinct per exception, so tests that do not mean to are never chronic or at a limit
+        "assets": [format!("vpn-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])],
         "business_unit": "payments",
         "justification": "The vendor appliance cannot do MFA until the Q3 upgrade.",
         "risk_owner": "erin",

@@ -32,6 +32,9 @@ pub struct Config {
     pub workers: Option<usize>,
     /// `LEEWAY_POLICY_FILE`: a JSON approval policy replacing the defaults.
     pub policy: ApprovalPolicy,
+    /// `LEEWAY_JOBS_INTERVAL_SECONDS`: how often `serve` runs the scheduler; 0 disables it
+    /// (for operators who run `leeway jobs run-once` from cron instead).
+    pub jobs_interval_seconds: u64,
 }
 
 /// Reads `KEY=VALUE` lines (blank lines and `#` comments ignored).
@@ -81,6 +84,7 @@ impl Config {
             log_format: get("LEEWAY_LOG_FORMAT").unwrap_or_else(|| "text".to_owned()),
             pool_size: number("LEEWAY_DB_POOL_SIZE")?.map_or(8, |n| n.clamp(1, 256) as u32),
             workers: number("LEEWAY_WORKERS")?.map(|n| n.clamp(1, 256) as usize),
+            jobs_interval_seconds: number("LEEWAY_JOBS_INTERVAL_SECONDS")?.unwrap_or(60),
             policy,
         })
     }

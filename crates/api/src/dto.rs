@@ -83,6 +83,14 @@ wire_enum!(
     ControlStatus => record::ControlStatus { Proposed, Implemented, Verified, Failed }
 );
 wire_enum!(
+    /// What a periodic review concluded.
+    ReviewOutcome => record::ReviewOutcome { Continue, Revoke }
+);
+wire_enum!(
+    /// The result of a control check.
+    CheckResult => record::CheckResult { Pass, Fail }
+);
+wire_enum!(
     /// The scoring method.
     MethodKind => leeway_domain::risk::MethodKind { Matrix, Cvss }
 );
@@ -114,6 +122,10 @@ pub struct NewControl {
     /// How much it reduces risk once verified.
     #[schema(value_type = Effectiveness)]
     pub effectiveness: String,
+    /// Re-check interval in days (1..365): a verified control whose check is overdue stops
+    /// reducing risk.
+    #[serde(default)]
+    pub check_every: Option<u32>,
 }
 
 impl NewControl {
@@ -123,6 +135,7 @@ impl NewControl {
             description: self.description.clone(),
             kind: self.kind.clone(),
             effectiveness: self.effectiveness.clone(),
+            check_every_days: self.check_every,
         }
     }
 }
@@ -229,6 +242,10 @@ exception_fields!(
         /// `integration` callers only: the person the request is made for.
         #[serde(default)]
         pub on_behalf_of: Option<String>,
+        /// Break-glass (`security_officer` or `ciso` only): active at once for at most the
+        /// emergency maximum (72 hours), then ratified by assessment and approvals.
+        #[serde(default)]
+        pub emergency: bool,
     }
 );
 
@@ -428,6 +445,94 @@ pub struct ControlView {
     pub verified_by: Option<String>,
     /// When.
     pub verified_at: Option<DateTime<Utc>>,
+    /// Re-check interval, days.
+    pub check_every: Option<u32>,
+    /// Last passing check.
+    pub last_checked_at: Option<DateTime<Utc>>,
+    /// When the next check is due (verified controls with `check_every`).
+    pub check_due_at: Option<DateTime<Utc>>,
+    /// Whether it reduces risk right now (verified, check not overdue).
+    pub reduces_risk: bool,
+}
+
+/// A periodic review.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReviewView {
+    /// Its id.
+    pub id: String,
+    /// The round.
+    pub round: u32,
+    /// Who reviewed.
+    pub reviewer: String,
+    /// When.
+    pub reviewed_at: DateTime<Utc>,
+    /// Controls still effective.
+    pub controls_effective: bool,
+    /// Justification still valid.
+    pub justification_valid: bool,
+    /// A better option exists now.
+    pub better_option_available: bool,
+    /// `continue` or `revoke`.
+    pub outcome: String,
+    /// Remark.
+    pub comment: Option<String>,
+}
+
+/// One check of a compensating control.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ControlCheckView {
+    /// Its id.
+    pub id: String,
+    /// The control.
+    pub control_id: String,
+    /// `pass` or `fail`.
+    pub result: String,
+    /// What was seen.
+    pub evidence: String,
+    /// Who checked.
+    pub checker: String,
+    /// When.
+    pub checked_at: DateTime<Utc>,
+}
+
+/// A renewal request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct RenewalBody {
+    /// The new expiry asked for; must be after the current one.
+    pub expires_at: DateTime<Utc>,
+    /// Why the exception is still needed; 10..10000 characters.
+    pub justification: String,
+}
+
+/// A periodic review.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewBody {
+    /// Are the compensating controls still effective?
+    pub controls_effective: bool,
+    /// Is the justification still valid?
+    pub justification_valid: bool,
+    /// Is there now a better option than the exception?
+    pub better_option_available: bool,
+    /// `continue` keeps it (and schedules the next review); `revoke` revokes it.
+    #[schema(value_type = ReviewOutcome)]
+    pub outcome: String,
+    /// Remark; at most 5000 characters.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// A control check.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CheckBody {
+    /// `pass` keeps the control verified and restarts its interval; `fail` stops it reducing
+    /// risk.
+    #[schema(value_type = CheckResult)]
+    pub result: String,
+    /// What was seen; 3..10000 characters.
+    pub evidence: String,
 }
 
 /// The risk as it stood when an approval was given.
@@ -467,6 +572,18 @@ pub struct ApprovalView {
     pub counts: bool,
     /// The risk accepted.
     pub risk: RiskSnapshotView,
+}
+
+/// A running renewal round.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RenewalView {
+    /// The expiry the round will set when approved (null: unchanged, for a round opened by
+    /// failed controls).
+    pub requested_expires_at: Option<DateTime<Utc>>,
+    /// The fresh justification.
+    pub justification: Option<String>,
+    /// `requested` or `controls_failed`.
+    pub reason: String,
 }
 
 /// One approval the current round needs.
@@ -545,6 +662,19 @@ pub struct ExceptionView {
     pub assessments: Vec<RiskView>,
     /// Compensating controls.
     pub controls: Vec<ControlView>,
+    /// Periodic reviews, oldest first.
+    pub reviews: Vec<ReviewView>,
+    /// Control checks, oldest first.
+    pub control_checks: Vec<ControlCheckView>,
+    /// The running renewal round, while `renewal_pending`.
+    pub renewal: Option<RenewalView>,
+    /// When the approval SLA breach was escalated.
+    pub escalated_at: Option<DateTime<Utc>>,
+    /// When the exception was flagged at risk (revoked `controls_failed` 14 days later unless
+    /// the new round is approved).
+    pub at_risk_since: Option<DateTime<Utc>>,
+    /// Expiry reminders already sent for the current expiry (`30d`, `14d`, `75pct`).
+    pub reminders_sent: Vec<String>,
     /// Every approval of every round, oldest first.
     pub approvals: Vec<ApprovalView>,
     /// What the current round needs, and who gave it.
@@ -620,8 +750,47 @@ impl ExceptionView {
                     evidence: c.evidence.clone(),
                     verified_by: c.verified_by.as_ref().map(ToString::to_string),
                     verified_at: c.verified_at,
+                    check_every: c.check_every_days,
+                    last_checked_at: c.last_checked_at,
+                    check_due_at: c.check_due_at(),
+                    reduces_risk: c.reduces_risk(now),
                 })
                 .collect(),
+            reviews: e
+                .reviews
+                .iter()
+                .map(|r| ReviewView {
+                    id: r.id.to_string(),
+                    round: r.round,
+                    reviewer: r.reviewer.to_string(),
+                    reviewed_at: r.at,
+                    controls_effective: r.controls_effective,
+                    justification_valid: r.justification_valid,
+                    better_option_available: r.better_option_available,
+                    outcome: r.outcome.as_str().to_owned(),
+                    comment: r.comment.clone(),
+                })
+                .collect(),
+            control_checks: e
+                .control_checks
+                .iter()
+                .map(|c| ControlCheckView {
+                    id: c.id.to_string(),
+                    control_id: c.control_id.0.to_string(),
+                    result: c.result.as_str().to_owned(),
+                    evidence: c.evidence.clone(),
+                    checker: c.checker.to_string(),
+                    checked_at: c.at,
+                })
+                .collect(),
+            renewal: (e.status == leeway_domain::Status::RenewalPending).then(|| RenewalView {
+                requested_expires_at: e.pending_expires_at,
+                justification: e.renewal_justification.clone(),
+                reason: if e.at_risk { "controls_failed".to_owned() } else { "requested".to_owned() },
+            }),
+            escalated_at: e.escalated_at,
+            at_risk_since: e.at_risk_since,
+            reminders_sent: e.reminders_sent.clone(),
             approvals: e
                 .approvals
                 .iter()
@@ -770,6 +939,14 @@ pub struct PolicyView {
     pub emergency_max_hours: u32,
     /// Days a review may be overdue before the exception is revoked.
     pub review_grace_days: u32,
+    /// Expiry reminders, days before `expires_at`.
+    pub reminder_days_before: Vec<u32>,
+    /// Expiry reminder at this percentage of the lifetime.
+    pub reminder_lifetime_percent: u32,
+    /// Days a round opened by failed controls has before `controls_failed` revokes.
+    pub controls_failed_grace_days: u32,
+    /// Covering-exception limits per business unit.
+    pub business_unit_limits: std::collections::BTreeMap<String, u32>,
     /// Only verified controls reduce risk: effectiveness -> reduction.
     pub control_reduction: Value,
 }
@@ -799,6 +976,10 @@ impl From<&ApprovalPolicy> for PolicyView {
             chronic_approver: p.chronic_approver.into(),
             emergency_max_hours: p.emergency_max_hours,
             review_grace_days: p.review_grace_days,
+            reminder_days_before: p.reminder_days_before.clone(),
+            reminder_lifetime_percent: p.reminder_lifetime_percent,
+            controls_failed_grace_days: p.controls_failed_grace_days,
+            business_unit_limits: p.business_unit_limits.clone(),
             control_reduction: serde_json::json!({"low": 0.10, "medium": 0.25, "high": 0.40, "floor": 0.2}),
         }
     }

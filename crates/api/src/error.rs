@@ -250,6 +250,20 @@ impl From<DomainError> for ApiError {
             .with("residual_level", level.as_str())
             .with("max_duration_days", max_days)
             .with("latest_expires_at", latest_expires_at),
+            DomainError::LimitExceeded { scope, name, limit, holders } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "limit_exceeded",
+                "A covering-exception limit would be exceeded",
+                format!(
+                    "{scope} {name} already has {} covering exception(s) ({}); the limit is {limit}",
+                    holders.len(),
+                    holders.join(", ")
+                ),
+            )
+            .with("scope", scope)
+            .with(scope, name)
+            .with("limit", limit)
+            .with("held_by", holders),
             DomainError::NoSuchControl(id) => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "control_not_found",

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod dto;
 pub mod error;
+pub mod jobs;
 pub mod listing;
 pub mod routes;
 
@@ -58,6 +59,7 @@ pub struct AppState {
         (name = "exceptions", description = "Create, read, list and change exceptions"),
         (name = "lifecycle", description = "Submit, assess, approve, reject, return, withdraw, revoke, close"),
         (name = "controls", description = "Compensating controls"),
+        (name = "governance", description = "Renewals and periodic reviews"),
         (name = "system", description = "Health, the caller, the policy"),
     )
 )]
@@ -132,6 +134,14 @@ impl Application {
             tracing::warn!(path = %path.display(), "no LEEWAY_JWT_SECRET: generated a secret into this file (mode 0600); `leeway token` uses it");
         }
         let auth = Auth::from_config(config, &secret, clock.clone());
+        if config.jobs_interval_seconds > 0 {
+            jobs::spawn(
+                store.clone(),
+                config.policy.clone(),
+                clock.clone(),
+                std::time::Duration::from_secs(config.jobs_interval_seconds),
+            );
+        }
         let state = web::Data::new(AppState { store, auth, policy: config.policy.clone(), clock });
         let listener =
             TcpListener::bind(&config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

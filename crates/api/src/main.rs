@@ -47,6 +47,18 @@ enum Command {
     },
     /// Print the OpenAPI document (the committed openapi/openapi.json is this output).
     Openapi,
+    /// Background jobs, for operators who prefer cron to the scheduler inside `serve`.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Apply every due time rule once (activation, expiry, reminders, reviews, SLA and
+    /// timeouts, emergencies, control checks) and exit. Safe beside running servers.
+    RunOnce,
 }
 
 fn parse_ttl(s: &str) -> Result<chrono::Duration, String> {
@@ -104,6 +116,14 @@ fn run(cli: Cli) -> Result<(), String> {
             let auth = Auth::from_config(&config, &secret, clock.clone());
             let token = auth.mint(&sub, &parsed, business_unit.as_deref(), parse_ttl(&ttl)?, clock.now())?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Jobs { command: JobsCommand::RunOnce } => {
+            init_logs(&config);
+            let store = leeway_persistence::Store::connect(&config.database_url, 1).map_err(|e| e.to_string())?;
+            store.migrate().map_err(|e| e.to_string())?;
+            let n = leeway_api::jobs::run_once(&store, &config.policy, SystemClock.now()).map_err(|e| e.to_string())?;
+            println!("{n} exception(s) had due time rules applied");
             Ok(())
         }
         Command::Openapi => {

@@ -26,6 +26,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(exceptions::assess_exception)
             .service(exceptions::add_control)
             .service(exceptions::change_control)
-            .service(exceptions::exception_history),
+            .service(exceptions::exception_history)
+            .service(exceptions::request_renewal)
+            .service(exceptions::review_exception)
+            .service(exceptions::check_control),
     );
 }

@@ -58,6 +58,18 @@ pub enum DomainError {
         /// The latest allowed expiry.
         latest_expires_at: chrono::DateTime<chrono::Utc>,
     },
+    /// A submit would make an asset (or a business unit) exceed its covering-exception limit.
+    #[error("{scope} {name} already has {} covering exception(s); the limit is {limit}", holders.len())]
+    LimitExceeded {
+        /// `asset` or `business_unit`.
+        scope: &'static str,
+        /// The asset or business unit.
+        name: String,
+        /// The limit.
+        limit: u32,
+        /// Keys of the covering exceptions that hold it.
+        holders: Vec<String>,
+    },
     /// A compensating control id that the exception does not have.
     #[error("no compensating control {0}")]
     NoSuchControl(String),

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod error;
+pub mod governance;
 pub mod lifecycle;
 pub mod policy;
 pub mod record;

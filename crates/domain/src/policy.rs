@@ -18,9 +18,10 @@ pub struct LevelPolicy {
     pub review_every_days: u32,
 }
 
-/// The approval policy in force. Every number is configuration; [`Default`] is the spec's.
+/// The approval policy in force. Every number is configuration; [`Default`] is the spec's,
+/// and a policy file may leave out any member to keep its default.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ApprovalPolicy {
     /// Residual level low.
     pub low: LevelPolicy,
@@ -48,6 +49,15 @@ pub struct ApprovalPolicy {
     pub emergency_max_hours: u32,
     /// A review overdue by more than this many days revokes the exception.
     pub review_grace_days: u32,
+    /// Expiry reminders, in days before `expires_at`.
+    pub reminder_days_before: Vec<u32>,
+    /// Expiry reminder at this percentage of the lifetime.
+    pub reminder_lifetime_percent: u32,
+    /// Days a round opened by failed controls has to collect its approvals before the
+    /// exception is revoked (`controls_failed`).
+    pub controls_failed_grace_days: u32,
+    /// Most covering exceptions per business unit; none by default.
+    pub business_unit_limits: std::collections::BTreeMap<String, u32>,
 }
 
 impl Default for ApprovalPolicy {
@@ -72,6 +82,10 @@ impl Default for ApprovalPolicy {
             chronic_approver: Ciso,
             emergency_max_hours: 72,
             review_grace_days: 14,
+            reminder_days_before: vec![30, 14],
+            reminder_lifetime_percent: 75,
+            controls_failed_grace_days: 14,
+            business_unit_limits: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -106,6 +120,15 @@ impl ApprovalPolicy {
     /// The review interval of a level.
     pub fn review_interval(&self, level: Level) -> Duration {
         Duration::days(i64::from(self.level(level).review_every_days))
+    }
+
+    /// When a request submitted at `submitted_at` is rejected for want of a decision.
+    pub fn timeout_deadline(&self, priority: Priority, submitted_at: DateTime<Utc>) -> DateTime<Utc> {
+        let h = match priority {
+            Priority::Urgent => self.timeout_urgent_hours,
+            Priority::Standard => self.timeout_standard_hours,
+        };
+        submitted_at + Duration::hours(i64::from(h))
     }
 
     /// When the approval SLA of a request submitted at `submitted_at` runs out.

@@ -519,6 +519,27 @@ pub struct Control {
     pub verified_at: Option<DateTime<Utc>>,
     /// When it was added.
     pub created_at: DateTime<Utc>,
+    /// A verified control must be re-checked this often (days), or it stops reducing risk.
+    pub check_every_days: Option<u32>,
+    /// The last passing check (or verification).
+    pub last_checked_at: Option<DateTime<Utc>>,
+}
+
+impl Control {
+    /// When the next check is due, for a verified control that must be checked.
+    pub fn check_due_at(&self) -> Option<DateTime<Utc>> {
+        let every = self.check_every_days?;
+        if self.status != ControlStatus::Verified {
+            return None;
+        }
+        let last = self.last_checked_at.or(self.verified_at).unwrap_or(self.created_at);
+        Some(last + chrono::Duration::days(i64::from(every)))
+    }
+
+    /// Only a verified control whose check is not overdue reduces risk.
+    pub fn reduces_risk(&self, now: DateTime<Utc>) -> bool {
+        self.status == ControlStatus::Verified && self.check_due_at().is_none_or(|due| now < due)
+    }
 }
 
 /// A compensating control as a caller proposes it.
@@ -530,6 +551,8 @@ pub struct ControlInput {
     pub kind: String,
     /// Effectiveness wire name.
     pub effectiveness: String,
+    /// Re-check interval in days (1..365), if the control must be checked periodically.
+    pub check_every_days: Option<u32>,
 }
 
 impl ControlInput {
@@ -539,6 +562,9 @@ impl ControlInput {
         let description = e.take(bounded(&format!("{field}.description"), &self.description, 3, 2000));
         let kind = e.take(ControlKind::parse_field(&format!("{field}.kind"), &self.kind));
         let effectiveness = e.take(Effectiveness::parse_field(&format!("{field}.effectiveness"), &self.effectiveness));
+        if self.check_every_days.is_some_and(|d| !(1..=365).contains(&d)) {
+            e.push(FieldError::new(format!("{field}.check_every"), "out_of_range", "must be 1..365 days"));
+        }
         match (description, kind, effectiveness) {
             (Some(description), Some(kind), Some(effectiveness)) => Ok(Control {
                 id,
@@ -550,6 +576,8 @@ impl ControlInput {
                 verified_by: None,
                 verified_at: None,
                 created_at: now,
+                check_every_days: self.check_every_days,
+                last_checked_at: None,
             }),
             _ => match e.finish() {
                 Err(DomainError::Invalid(v)) => Err(v),
@@ -578,6 +606,66 @@ pub struct Approval {
     pub risk: RiskSnapshot,
     /// No longer counts: the exception was returned, or re-assessed at a higher level.
     pub superseded: bool,
+}
+
+enum_str!(
+    /// What a periodic review concluded.
+    ReviewOutcome {
+        /// The exception stays.
+        Continue = "continue",
+        /// The exception is revoked.
+        Revoke = "revoke",
+    }
+);
+
+/// A periodic review (spec section 4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Review {
+    /// Its id.
+    pub id: Uuid,
+    /// The round it happened in.
+    pub round: u32,
+    /// The risk owner or analyst who reviewed.
+    pub reviewer: Subject,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Are the compensating controls still effective?
+    pub controls_effective: bool,
+    /// Is the justification still valid?
+    pub justification_valid: bool,
+    /// Is there now a better option than the exception?
+    pub better_option_available: bool,
+    /// Continue or revoke.
+    pub outcome: ReviewOutcome,
+    /// Remark.
+    pub comment: Option<String>,
+}
+
+enum_str!(
+    /// The result of a control check.
+    CheckResult {
+        /// The control works.
+        Pass = "pass",
+        /// The control does not work.
+        Fail = "fail",
+    }
+);
+
+/// One check of a compensating control.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlCheck {
+    /// Its id.
+    pub id: Uuid,
+    /// The control checked.
+    pub control_id: ControlId,
+    /// Pass or fail.
+    pub result: CheckResult,
+    /// What was seen.
+    pub evidence: String,
+    /// Who checked.
+    pub checker: Subject,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// The exception aggregate: everything the lifecycle and the policy decide on.
@@ -625,6 +713,24 @@ pub struct Exception {
     pub closed_at: Option<DateTime<Utc>>,
     /// Next periodic review.
     pub next_review_at: Option<DateTime<Utc>>,
+    /// Periodic reviews, oldest first.
+    pub reviews: Vec<Review>,
+    /// Control checks, oldest first.
+    pub control_checks: Vec<ControlCheck>,
+    /// When the approval SLA breach was escalated (once).
+    pub escalated_at: Option<DateTime<Utc>>,
+    /// The `next_review_at` for which `review_due` was already emitted.
+    pub review_notified_at: Option<DateTime<Utc>>,
+    /// Expiry reminders already emitted (`30d`, `14d`, `75pct`), for the current expiry.
+    pub reminders_sent: Vec<String>,
+    /// When the exception was flagged at risk (the 14-day clock of `controls_failed`).
+    pub at_risk_since: Option<DateTime<Utc>>,
+    /// The expiry a renewal round or an emergency ratification will set when approved.
+    pub pending_expires_at: Option<DateTime<Utc>>,
+    /// The fresh justification of the current renewal round.
+    pub renewal_justification: Option<String>,
+    /// The earliest moment a time rule may change this exception (the scheduler's index).
+    pub next_due_at: Option<DateTime<Utc>>,
 }
 
 impl Exception {

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use uuid::Uuid;
 
 use crate::error::FieldError;
-use crate::record::{Control, ControlStatus, Subject, enum_str};
+use crate::record::{Control, Subject, enum_str};
 
 /// A score with one decimal, stored in tenths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -173,9 +173,9 @@ pub fn residual(inherent: Score, verified: impl IntoIterator<Item = Effectivenes
     Score(u32::try_from(tenths).unwrap_or(u32::MAX))
 }
 
-/// The effectiveness of the controls that currently reduce risk: the verified ones.
-pub fn verified_effectiveness(controls: &[Control]) -> impl Iterator<Item = Effectiveness> + '_ {
-    controls.iter().filter(|c| c.status == ControlStatus::Verified).map(|c| c.effectiveness)
+/// The effectiveness of the controls that reduce risk at `now`: verified, check not overdue.
+pub fn effective_controls(controls: &[Control], now: DateTime<Utc>) -> impl Iterator<Item = Effectiveness> + '_ {
+    controls.iter().filter(move |c| c.reduces_risk(now)).map(|c| c.effectiveness)
 }
 
 /// The risk figures at one moment: what an approval accepted.
@@ -229,9 +229,9 @@ impl Assessment {
         level(self.method.kind(), self.residual_score)
     }
 
-    /// Recomputes the residual score from the controls as they are now.
-    pub fn recompute(&mut self, controls: &[Control]) {
-        self.residual_score = residual(self.inherent_score, verified_effectiveness(controls));
+    /// Recomputes the residual score from the controls as they stand at `now`.
+    pub fn recompute(&mut self, controls: &[Control], now: DateTime<Utc>) {
+        self.residual_score = residual(self.inherent_score, effective_controls(controls, now));
     }
 
     /// The figures to record with an approval.

@@ -58,7 +58,13 @@ pub struct Happening {
     pub by_system: bool,
 }
 
-fn happened(action: &'static str, from: Status, to: Status, changes: Value, event: &'static str) -> Happening {
+pub(crate) fn happened(
+    action: &'static str,
+    from: Status,
+    to: Status,
+    changes: Value,
+    event: &'static str,
+) -> Happening {
     Happening { action, from: Some(from), to, changes, event: Some(event), by_system: false }
 }
 
@@ -264,13 +270,15 @@ pub struct NewException {
     pub fields: FieldsInput,
     /// Compensating controls proposed with it.
     pub controls: Vec<ControlInput>,
-    /// Submit at once.
-    pub submit: bool,
     /// For an integration: the person the request is for.
     pub on_behalf_of: Option<String>,
+    /// Break-glass: active at once for at most the emergency maximum (security officer or
+    /// CISO only), ratified later by the normal assessment and approvals.
+    pub emergency: bool,
 }
 
-/// Creates an exception, in `draft` or (with `submit`) `submitted`.
+/// Creates an exception in `draft` (an emergency one: `active` at once). Submitting in the
+/// same request is [`submit`] right after, with the database's facts.
 pub fn create(
     ctx: &Ctx<'_>,
     id: ExceptionId,
@@ -279,8 +287,10 @@ pub fn create(
     mut new_id: impl FnMut() -> Uuid,
 ) -> Result<(Exception, Vec<Happening>), DomainError> {
     let a = ctx.actor;
-    if !a.has_any(&[Role::Requester, Role::Integration]) {
-        return Err(DomainError::Forbidden { action: Action::Update, needs: vec![Role::Requester, Role::Integration] });
+    let creators: &[Role] =
+        if input.emergency { &[Role::SecurityOfficer, Role::Ciso] } else { &[Role::Requester, Role::Integration] };
+    if !a.has_any(creators) {
+        return Err(DomainError::Forbidden { action: Action::Update, needs: creators.to_vec() });
     }
     let mut errors = Errors::default();
     let on_behalf_of = match &input.on_behalf_of {
@@ -338,6 +348,15 @@ pub fn create(
         approved_at: None,
         closed_at: None,
         next_review_at: None,
+        reviews: Vec::new(),
+        control_checks: Vec::new(),
+        escalated_at: None,
+        review_notified_at: None,
+        reminders_sent: Vec::new(),
+        at_risk_since: None,
+        pending_expires_at: None,
+        renewal_justification: None,
+        next_due_at: None,
     };
     let mut out = vec![Happening {
         action: "created",
@@ -347,14 +366,18 @@ pub fn create(
         event: Some("exception.created"),
         by_system: false,
     }];
-    if input.submit {
-        out.extend(submit(&mut e, ctx)?);
+    if input.emergency {
+        out.extend(crate::governance::activate_emergency(&mut e, ctx)?);
     }
     Ok((e, out))
 }
 
 /// `draft` -> `submitted`, once the record is complete enough to assess.
-pub fn submit(e: &mut Exception, ctx: &Ctx<'_>) -> Result<Vec<Happening>, DomainError> {
+pub fn submit(
+    e: &mut Exception,
+    ctx: &Ctx<'_>,
+    facts: &crate::governance::SubmitFacts,
+) -> Result<Vec<Happening>, DomainError> {
     guard(e, ctx, Action::Submit)?;
     let mut errors = Errors::default();
     match e.fields.expires_at {
@@ -366,10 +389,13 @@ pub fn submit(e: &mut Exception, ctx: &Ctx<'_>) -> Result<Vec<Happening>, Domain
         errors.push(FieldError::new("controls", "required", "at least one compensating control is required at submit"));
     }
     errors.finish()?;
+    let chronic = crate::governance::judge_submit(e, ctx.policy, facts)?;
     let from = e.status;
     e.status = Status::Submitted;
     e.submitted_at = Some(truncate(ctx.now));
-    Ok(vec![happened("submitted", from, e.status, json!({}), "exception.submitted")])
+    e.escalated_at = None;
+    e.chronic = chronic.is_some();
+    Ok(vec![happened("submitted", from, e.status, json!({"chronic": chronic}), "exception.submitted")])
 }
 
 /// Applies new field values (a merge patch already applied to [`Fields::to_input`]).
@@ -452,10 +478,18 @@ pub fn assess(e: &mut Exception, ctx: &Ctx<'_>, input: AssessInput, id: Uuid) ->
     if threats.len() > 50 {
         errors.push(FieldError::new("threat_vectors", "too_many", "allows at most 50 items"));
     }
+    let status = effective_status(e, ctx.now);
     let now = truncate(ctx.now);
-    let start = e.fields.starts_at.unwrap_or(now);
+    // What the assessment's expires_at bounds: the request's own expiry; in a renewal round
+    // the requested new expiry; for an emergency, the ratified expiry (which may go beyond
+    // the emergency maximum, within the level's).
+    let (requested, start) = match status {
+        Status::RenewalPending => (e.pending_expires_at.or(e.fields.expires_at), now),
+        Status::Active => (None, e.fields.starts_at.unwrap_or(now)),
+        _ => (e.fields.expires_at, e.fields.starts_at.unwrap_or(now)),
+    };
     if let Some(x) = input.expires_at
-        && (!plausible(x) || e.fields.expires_at.is_some_and(|current| x > current))
+        && (!plausible(x) || requested.is_some_and(|current| x > current))
     {
         errors.push(FieldError::new("expires_at", "not_shorter", "may only shorten the requested expires_at"));
     }
@@ -466,7 +500,7 @@ pub fn assess(e: &mut Exception, ctx: &Ctx<'_>, input: AssessInput, id: Uuid) ->
             format!("an exception keeps at most {MAX_ASSESSMENTS} assessments"),
         ));
     }
-    let expires_at = input.expires_at.map(truncate).or(e.fields.expires_at);
+    let expires_at = input.expires_at.map(truncate).or(requested).or(e.fields.expires_at);
     match expires_at {
         Some(x) if x <= start || x <= now => {
             errors.push(FieldError::new("expires_at", "before_start", "must be after starts_at and in the future"));
@@ -490,7 +524,7 @@ pub fn assess(e: &mut Exception, ctx: &Ctx<'_>, input: AssessInput, id: Uuid) ->
         assessed_by: ctx.actor.subject.clone(),
         assessed_at: now,
     };
-    assessment.recompute(&e.controls);
+    assessment.recompute(&e.controls, ctx.now);
     let level = assessment.residual_level();
     let latest = start + ctx.policy.max_duration(level);
     if expires_at > latest {
@@ -506,9 +540,12 @@ pub fn assess(e: &mut Exception, ctx: &Ctx<'_>, input: AssessInput, id: Uuid) ->
         "inherent_score": assessment.inherent_score.value(),
         "residual_score": assessment.residual_score.value(),
         "residual_level": level.as_str(),
-        "expires_at": (Some(expires_at) != e.fields.expires_at).then_some(expires_at),
+        "expires_at": (Some(expires_at) != requested).then_some(expires_at),
     });
-    e.fields.expires_at = Some(expires_at);
+    match status {
+        Status::RenewalPending | Status::Active => e.pending_expires_at = Some(expires_at),
+        _ => e.fields.expires_at = Some(expires_at),
+    }
     e.assessments.push(assessment);
     supersede_below(e, level);
     if matches!(from, Status::Submitted | Status::PendingApproval) {
@@ -520,7 +557,7 @@ pub fn assess(e: &mut Exception, ctx: &Ctx<'_>, input: AssessInput, id: Uuid) ->
 }
 
 /// Approvals given for a lower residual level than the current one stop counting.
-fn supersede_below(e: &mut Exception, level: crate::risk::Level) {
+pub(crate) fn supersede_below(e: &mut Exception, level: crate::risk::Level) {
     let round = e.round;
     for a in e.approvals.iter_mut().filter(|a| a.round == round && !a.superseded) {
         if a.risk.residual_level < level {
@@ -601,9 +638,13 @@ pub fn approve(
 
 fn check_duration(e: &Exception, ctx: &Ctx<'_>, level: crate::risk::Level) -> Result<(), DomainError> {
     let now = truncate(ctx.now);
-    let start = e.fields.starts_at.map_or(now, |s| s.max(now));
+    let (start, target) = match e.status {
+        Status::RenewalPending => (now, e.pending_expires_at.or(e.fields.expires_at)),
+        Status::Active => (e.fields.starts_at.unwrap_or(now), e.pending_expires_at.or(e.fields.expires_at)),
+        _ => (e.fields.starts_at.map_or(now, |s| s.max(now)), e.fields.expires_at),
+    };
     let latest = start + ctx.policy.max_duration(level);
-    match e.fields.expires_at {
+    match target {
         Some(x) if x > latest => Err(DomainError::DurationExceedsPolicy {
             level,
             max_days: ctx.policy.level(level).max_duration_days,
@@ -615,7 +656,7 @@ fn check_duration(e: &Exception, ctx: &Ctx<'_>, level: crate::risk::Level) -> Re
 
 /// When every required approval of the round is in: approve (and activate when the start
 /// has come), renew, or ratify.
-fn finish_if_complete(e: &mut Exception, ctx: &Ctx<'_>) -> Vec<Happening> {
+pub(crate) fn finish_if_complete(e: &mut Exception, ctx: &Ctx<'_>) -> Vec<Happening> {
     let Some(level) = e.risk().map(Assessment::residual_level) else { return Vec::new() };
     let complete = !ctx.policy.required_approvals(e).is_empty() && missing_roles(e, ctx.policy).is_empty();
     if !complete {
@@ -640,11 +681,45 @@ fn finish_if_complete(e: &mut Exception, ctx: &Ctx<'_>) -> Vec<Happening> {
             }
             out
         }
+        Status::RenewalPending => {
+            let old = e.fields.expires_at;
+            e.fields.expires_at = e.pending_expires_at.take().or(old);
+            e.renewal_justification = None;
+            e.at_risk = false;
+            e.at_risk_since = None;
+            if e.fields.expires_at != old {
+                e.reminders_sent.clear();
+            }
+            e.approved_at = Some(now);
+            e.next_review_at = Some(now + ctx.policy.review_interval(level));
+            e.review_notified_at = None;
+            e.status = Status::Active;
+            vec![happened(
+                "renewed",
+                from,
+                Status::Active,
+                json!({"round": e.round, "expires_at": e.fields.expires_at, "previous_expires_at": old}),
+                "exception.renewed",
+            )]
+        }
+        Status::Active if e.emergency && e.approved_at.is_none() => {
+            let old = e.fields.expires_at;
+            e.fields.expires_at = e.pending_expires_at.take().or(old);
+            e.approved_at = Some(now);
+            e.next_review_at = Some(now + ctx.policy.review_interval(level));
+            e.reminders_sent.clear();
+            vec![happened(
+                "ratified",
+                from,
+                Status::Active,
+                json!({"expires_at": e.fields.expires_at, "previous_expires_at": old}),
+                "exception.approved",
+            )]
+        }
         Status::Draft
         | Status::Submitted
         | Status::Approved
         | Status::Active
-        | Status::RenewalPending
         | Status::Rejected
         | Status::Withdrawn
         | Status::Expired
@@ -658,7 +733,10 @@ pub fn reject(e: &mut Exception, ctx: &Ctx<'_>, comment: Option<&str>) -> Result
     guard(e, ctx, Action::Reject)?;
     let from = e.status;
     if from == Status::RenewalPending {
+        // the old expiry stands
         e.status = Status::Active;
+        e.pending_expires_at = None;
+        e.renewal_justification = None;
     } else {
         e.status = Status::Rejected;
         e.closed_at = Some(truncate(ctx.now));
@@ -797,38 +875,14 @@ pub fn change_control(
         c.evidence = evidence;
     }
     let after = c.status;
-    let mut changes = json!({"control_id": id.0, "from": before.as_str(), "to": after.as_str()});
-    let controls = e.controls.clone();
-    if let Some(r) = e.assessments.last_mut() {
-        let old = r.residual_level();
-        r.recompute(&controls);
-        let new = r.residual_level();
-        changes["residual_score"] = json!(r.residual_score.value());
-        changes["residual_level"] = json!(new.as_str());
-        // While approvals are being collected, a higher level needs its own; once active,
-        // the approvals stand as given and the exception is flagged at risk below.
-        if new > old && e.status == Status::PendingApproval {
-            supersede_below(e, new);
-        }
-    }
-    let s = e.status;
-    let mut out = vec![happened("control_changed", s, s, changes, "exception.updated")];
-    let approved_level = e.current_approvals().map(|a| a.risk.residual_level).min();
-    let now_level = e.risk().map(Assessment::residual_level);
-    if matches!(s, Status::Active | Status::RenewalPending)
-        && !e.at_risk
-        && let (Some(approved), Some(level)) = (approved_level, now_level)
-        && level > approved
-    {
-        e.at_risk = true;
-        out.push(happened(
-            "at_risk",
-            s,
-            s,
-            json!({"approved_level": approved.as_str(), "residual_level": level.as_str()}),
-            "exception.at_risk",
-        ));
-    }
+    let mut out = vec![happened(
+        "control_changed",
+        e.status,
+        e.status,
+        json!({"control_id": id.0, "from": before.as_str(), "to": after.as_str()}),
+        "exception.updated",
+    )];
+    out.extend(crate::governance::reassess_controls(e, ctx.policy, ctx.now));
     out.extend(finish_if_complete(e, ctx));
     Ok(out)
 }

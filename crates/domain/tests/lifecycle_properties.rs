@@ -4,6 +4,7 @@
 #![expect(clippy::unwrap_used, reason = "set-up helpers outside #[test] fail loudly")]
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use leeway_domain::governance;
 use leeway_domain::lifecycle::{Action, Status};
 use leeway_domain::policy::ApprovalPolicy;
 use leeway_domain::record::{ControlId, ControlInput, ExceptionId, ExceptionKey, FieldsInput, Subject};
@@ -45,7 +46,11 @@ fn targets(action: Action, from: Status) -> Vec<Status> {
         (Action::Submit, Draft) => vec![Submitted],
         (Action::Return, Submitted | PendingApproval) => vec![Draft],
         (Action::Assess, Submitted | PendingApproval) => vec![PendingApproval, Approved, Active],
+        (Action::Assess, RenewalPending) => vec![RenewalPending, Active],
         (Action::Approve, PendingApproval) => completes,
+        (Action::Approve, RenewalPending) => vec![RenewalPending, Active],
+        (Action::RequestRenewal, Active) => vec![RenewalPending],
+        (Action::Review, Active | RenewalPending) => vec![from, Revoked],
         (Action::Reject, Submitted | PendingApproval) => vec![Rejected],
         (Action::Reject, RenewalPending) => vec![Active],
         (Action::Withdraw, Draft | Submitted | PendingApproval | Approved) => vec![Withdrawn],
@@ -53,6 +58,7 @@ fn targets(action: Action, from: Status) -> Vec<Status> {
         (Action::Close, Active | RenewalPending) => vec![Closed],
         (Action::Update | Action::AddControl, _) => vec![from],
         (Action::ChangeControl, PendingApproval) => completes,
+        (Action::ChangeControl, Active) => vec![Active, RenewalPending],
         (Action::ChangeControl, _) => vec![from],
         _ => vec![],
     }
@@ -70,7 +76,22 @@ const ACTIONS: &[Action] = &[
     Action::Update,
     Action::AddControl,
     Action::ChangeControl,
+    Action::RequestRenewal,
+    Action::Review,
 ];
+
+/// What time alone may do (spec section 5 and the governance rules of section 4).
+fn time_allows(from: Status, to: Status) -> bool {
+    use Status::*;
+    matches!(
+        (from, to),
+        (Approved, Active)
+            | (Approved | Active | RenewalPending, Expired)
+            | (Submitted | PendingApproval, Rejected)
+            | (Active | RenewalPending, Revoked)
+            | (Active, RenewalPending)
+    )
+}
 
 fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
@@ -96,9 +117,10 @@ fn new_exception(policy: &ApprovalPolicy, requester: &Actor, starts_in_hours: Op
             description: "Allow-list".into(),
             kind: "preventive".into(),
             effectiveness: "high".into(),
+            check_every_days: Some(20),
         }],
-        submit: false,
         on_behalf_of: None,
+        emergency: false,
     };
     let ctx = Ctx { actor: requester, policy, now };
     workflow::create(&ctx, ExceptionId(Uuid::nil()), ExceptionKey(1), &input, Uuid::now_v7).unwrap().0
@@ -118,14 +140,33 @@ proptest! {
         let mut e = new_exception(&policy, &people[0], starts_in);
         for (a, who, hours, l, i) in steps {
             now += Duration::hours(hours);
-            workflow::catch_up(&mut e, now);
+            for h in governance::tick(&mut e, &policy, now) {
+                prop_assert!(h.by_system);
+                if let Some(f) = h.from
+                    && f != h.to
+                {
+                    prop_assert!(time_allows(f, h.to), "time moved {} to {}", f, h.to);
+                }
+            }
+            prop_assert!(governance::tick(&mut e.clone(), &policy, now).is_empty(), "tick is idempotent");
+            if let Some(due) = governance::next_due(&e, &policy) {
+                prop_assert!(due > now, "a due rule left undone at {}: {}", now, due);
+            }
             let from = e.status;
             let action = ACTIONS[a];
             let actor = &people[who];
             let ctx = Ctx { actor, policy: &policy, now };
             let before = e.clone();
             let result = match action {
-                Action::Submit => workflow::submit(&mut e, &ctx),
+                Action::Submit => workflow::submit(&mut e, &ctx, &governance::SubmitFacts::default()),
+                Action::RequestRenewal => governance::request_renewal(&mut e, &ctx, now + Duration::days(l * 7), "Still needed for the migration"),
+                Action::Review => governance::review(&mut e, &ctx, &governance::ReviewInput {
+                    controls_effective: true,
+                    justification_valid: true,
+                    better_option_available: false,
+                    outcome: if i == 5 { "revoke".into() } else { "continue".into() },
+                    comment: None,
+                }, Uuid::now_v7()),
                 Action::Return => workflow::return_to_requester(&mut e, &ctx, None),
                 Action::Assess => workflow::assess(&mut e, &ctx, AssessInput {
                     method: Method::matrix(l, i).unwrap(),
@@ -144,7 +185,7 @@ proptest! {
                     workflow::update(&mut e, &ctx, &f)
                 }
                 Action::AddControl => workflow::add_control(&mut e, &ctx, &ControlInput {
-                    description: "Monitoring".into(), kind: "detective".into(), effectiveness: "medium".into(),
+                    description: "Monitoring".into(), kind: "detective".into(), effectiveness: "medium".into(), check_every_days: None,
                 }, ControlId(Uuid::now_v7())).map(|(_, h)| h),
                 Action::ChangeControl => {
                     let id = e.controls[0].id;

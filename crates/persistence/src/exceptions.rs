@@ -4,13 +4,13 @@
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use leeway_domain::DomainError;
 use leeway_domain::audit::{GENESIS, chain_hash, first_broken};
+use leeway_domain::governance::SubmitFacts;
 use leeway_domain::lifecycle::Status;
 use leeway_domain::record::{Exception, ExceptionId, ExceptionKey, ExceptionRef};
 use leeway_domain::risk::Level;
 use leeway_domain::role::Actor;
-use leeway_domain::workflow::{Happening, catch_up};
+use leeway_domain::workflow::Happening;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -324,7 +324,7 @@ impl Store {
         &self,
         ctx: CallContext<'_>,
         idem: Option<&IdempotencyClaim>,
-        build: impl Fn(ExceptionKey) -> Result<(Exception, Vec<Happening>), DomainError>,
+        build: impl Fn(ExceptionKey, &mut Facts<'_>) -> Result<(Exception, Vec<Happening>), StoreError>,
         respond: impl Fn(&Exception) -> StoredResponse,
     ) -> Result<Outcome<Exception>, StoreError> {
         self.write(
@@ -336,7 +336,8 @@ impl Store {
                     .returning(counters::value)
                     .get_result(conn)?;
                 let key = ExceptionKey(u64::try_from(n).map_err(StoreError::corrupt)?);
-                let (e, happenings) = build(key)?;
+                // the facts a submit needs read other rows only; this one is not written yet
+                let (e, happenings) = build(key, &mut Facts { conn })?;
                 let row = ExceptionRow::from_domain(&e);
                 diesel::insert_into(exceptions::table).values(&row).execute(conn)?;
                 save_children(conn, None, &e, ctx.actor)?;
@@ -348,14 +349,15 @@ impl Store {
     }
 
     /// Loads the exception under a write lock, applies `op`, and saves what changed with its
-    /// audit and integration events. `if_match` guards against lost updates.
+    /// audit and integration events. `if_match` guards against lost updates. `op` may ask
+    /// the database for facts (limits, repeats) through [`Facts`], in the same transaction.
     pub fn mutate(
         &self,
         ctx: CallContext<'_>,
         target: ExceptionRef,
         if_match: Option<u64>,
         idem: Option<&IdempotencyClaim>,
-        op: impl Fn(&mut Exception) -> Result<Vec<Happening>, DomainError>,
+        op: impl Fn(&mut Exception, &mut Facts<'_>) -> Result<Vec<Happening>, StoreError>,
         respond: impl Fn(&Exception) -> StoredResponse,
     ) -> Result<Outcome<Exception>, StoreError> {
         self.write(
@@ -380,20 +382,66 @@ impl Store {
                     return Err(StoreError::PreconditionFailed { current: before.version });
                 }
                 let mut after = before.clone();
-                let mut happenings = catch_up(&mut after, ctx.now);
-                happenings.extend(op(&mut after)?);
-                if happenings.is_empty() {
-                    return Ok(after);
-                }
-                after.version = before.version + 1;
-                after.updated_at = leeway_domain::workflow::truncate(ctx.now);
-                diesel::update(exceptions::table.find(&id)).set(ExceptionRow::from_domain(&after)).execute(conn)?;
-                save_children(conn, Some(&before), &after, ctx.actor)?;
-                append_events(conn, &ctx, &after, &happenings)?;
-                Ok(after)
+                let happenings = op(&mut after, &mut Facts { conn })?;
+                persist(conn, &ctx, &before, after, &happenings)
             },
             respond,
         )
+    }
+
+    /// Applies `work` to up to `batch` exceptions whose `next_due_at` has come, in one
+    /// transaction. On PostgreSQL the rows are claimed `FOR UPDATE SKIP LOCKED`, so several
+    /// schedulers share the work and never apply the same rule twice. Returns how many
+    /// exceptions were looked at.
+    pub fn run_due(
+        &self,
+        ctx: CallContext<'_>,
+        batch: i64,
+        work: impl Fn(&mut Exception) -> Vec<Happening>,
+    ) -> Result<usize, StoreError> {
+        let outcome = self.write(
+            None,
+            ctx.now,
+            |conn| {
+                let now = naive(ctx.now);
+                let ids: Vec<String> = match conn {
+                    Db::Pg(pg) => diesel::sql_query(
+                        "SELECT id FROM exceptions WHERE next_due_at <= $1 ORDER BY next_due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                    )
+                    .bind::<diesel::sql_types::Timestamp, _>(now)
+                    .bind::<diesel::sql_types::BigInt, _>(batch)
+                    .load::<IdRow>(pg)?
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect(),
+                    Db::Sqlite(_) => exceptions::table
+                        .filter(exceptions::next_due_at.le(now))
+                        .order(exceptions::next_due_at)
+                        .limit(batch)
+                        .select(exceptions::id)
+                        .load(conn)?,
+                };
+                for id in &ids {
+                    let before = load(conn, id)?;
+                    let mut after = before.clone();
+                    let happenings = work(&mut after);
+                    if happenings.is_empty() {
+                        // nothing was due after all: only move the scheduler's index
+                        diesel::update(exceptions::table.find(id))
+                            .set(exceptions::next_due_at.eq(after.next_due_at.map(naive)))
+                            .execute(conn)?;
+                    } else {
+                        persist(conn, &ctx, &before, after, &happenings)?;
+                    }
+                }
+                Ok(ids.len())
+            },
+            |_| StoredResponse { status: 200, body: String::new(), location: None, etag: None },
+        )?;
+        match outcome {
+            Outcome::Done(n) => Ok(n),
+            Outcome::Replayed(_) => Ok(0),
+        }
     }
 
     /// One exception, if it exists and the caller may see it.
@@ -553,6 +601,127 @@ impl Store {
 /// How long a key replays its first answer; an older key is forgotten and starts afresh.
 pub const IDEMPOTENCY_WINDOW_HOURS: i64 = 24;
 
+/// Saves a changed exception: version, row, children, then its audit and integration events.
+fn persist(
+    conn: &mut Db,
+    ctx: &CallContext<'_>,
+    before: &Exception,
+    mut after: Exception,
+    happenings: &[Happening],
+) -> Result<Exception, StoreError> {
+    if happenings.is_empty() {
+        return Ok(after);
+    }
+    after.version = before.version + 1;
+    after.updated_at = leeway_domain::workflow::truncate(ctx.now);
+    let id = after.id.0.to_string();
+    diesel::update(exceptions::table.find(&id)).set(ExceptionRow::from_domain(&after)).execute(conn)?;
+    save_children(conn, Some(before), &after, ctx.actor)?;
+    append_events(conn, ctx, &after, happenings)?;
+    Ok(after)
+}
+
+#[derive(diesel::QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+}
+
+/// What the database knows that a domain rule needs, read inside the write transaction.
+pub struct Facts<'a> {
+    conn: &'a mut Db,
+}
+
+impl Facts<'_> {
+    /// The facts of a submit: covering exceptions per asset (and, when `business_unit_limited`,
+    /// in the business unit) and earlier exceptions sharing an asset and a control. On
+    /// PostgreSQL the assets are locked for the rest of the transaction, so two concurrent
+    /// submits cannot both take the last place under a limit.
+    pub fn submit_facts(
+        &mut self,
+        e: &Exception,
+        now: DateTime<Utc>,
+        business_unit_limited: bool,
+    ) -> Result<SubmitFacts, StoreError> {
+        let conn = &mut *self.conn;
+        let me = e.id.0.to_string();
+        let now = naive(now);
+        if let Db::Pg(pg) = conn {
+            let mut keys: Vec<String> = e.fields.assets.iter().map(|a| format!("asset:{a}")).collect();
+            keys.push(format!("bu:{}", e.fields.business_unit));
+            keys.sort();
+            for k in keys {
+                diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1)::bigint)")
+                    .bind::<diesel::sql_types::Text, _>(k)
+                    .execute(pg)?;
+            }
+        }
+        let key = |n: i64| ExceptionKey(u64::try_from(n).unwrap_or(0)).to_string();
+        let covering = exceptions::status
+            .eq_any(LIVE)
+            .and(exceptions::starts_at.le(now).assume_not_null())
+            .and(exceptions::expires_at.gt(now).assume_not_null());
+        let held: Vec<(String, i64)> = exception_assets::table
+            .inner_join(exceptions::table.on(exceptions::id.eq(exception_assets::exception_id)))
+            .filter(exception_assets::asset.eq_any(&e.fields.assets))
+            .filter(exceptions::id.ne(&me))
+            .filter(covering)
+            .select((exception_assets::asset, exceptions::key_num))
+            .load(conn)?;
+        let mut covering_on_assets: Vec<(String, Vec<String>)> = Vec::new();
+        for (asset, k) in held {
+            match covering_on_assets.iter_mut().find(|(a, _)| *a == asset) {
+                Some((_, keys)) => keys.push(key(k)),
+                None => covering_on_assets.push((asset, vec![key(k)])),
+            }
+        }
+        let business_unit_covering = if business_unit_limited {
+            exceptions::table
+                .filter(exceptions::business_unit.eq(&e.fields.business_unit))
+                .filter(exceptions::id.ne(&me))
+                .filter(
+                    exceptions::status
+                        .eq_any(LIVE)
+                        .and(exceptions::starts_at.le(now).assume_not_null())
+                        .and(exceptions::expires_at.gt(now).assume_not_null()),
+                )
+                .select(exceptions::key_num)
+                .load::<i64>(conn)?
+                .into_iter()
+                .map(key)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let earlier_sharing = exceptions::table
+            .filter(
+                exceptions::id.eq_any(
+                    exception_assets::table
+                        .filter(exception_assets::asset.eq_any(&e.fields.assets))
+                        .select(exception_assets::exception_id),
+                ),
+            )
+            .filter(
+                exceptions::id.eq_any(
+                    exception_control_ids::table
+                        .filter(exception_control_ids::control_id.eq_any(&e.fields.control_ids))
+                        .select(exception_control_ids::exception_id),
+                ),
+            )
+            .filter(exceptions::status.ne_all(["draft", "withdrawn"]))
+            .filter(exceptions::id.ne(&me))
+            .filter(exceptions::created_at.le(naive(e.created_at)))
+            .order(exceptions::key_num)
+            .limit(50)
+            .select(exceptions::key_num)
+            .load::<i64>(conn)?
+            .into_iter()
+            .map(key)
+            .collect();
+        Ok(SubmitFacts { covering_on_assets, business_unit_covering, earlier_sharing })
+    }
+}
+
 fn find_idempotent(
     conn: &mut Db,
     claim: &IdempotencyClaim,
@@ -647,14 +816,34 @@ fn load_many(conn: &mut Db, rows: Vec<ExceptionRow>) -> Result<Vec<Exception>, S
         |a| a.exception_id.clone(),
         ApprovalRow::into_domain,
     )?;
+    let mut reviews_by = group(
+        reviews::table
+            .filter(reviews::exception_id.eq_any(&ids))
+            .order((reviews::exception_id, reviews::reviewed_at, reviews::id))
+            .select(ReviewRow::as_select())
+            .load(conn)?,
+        |r| r.exception_id.clone(),
+        ReviewRow::into_domain,
+    )?;
+    let mut checks_by = group(
+        control_checks::table
+            .filter(control_checks::exception_id.eq_any(&ids))
+            .order((control_checks::exception_id, control_checks::checked_at, control_checks::id))
+            .select(ControlCheckRow::as_select())
+            .load(conn)?,
+        |c| c.exception_id.clone(),
+        ControlCheckRow::into_domain,
+    )?;
     rows.into_iter()
         .map(|r| {
             let id = r.id.clone();
-            r.into_domain(
-                assessments_by.remove(&id).unwrap_or_default(),
-                controls_by.remove(&id).unwrap_or_default(),
-                approvals_by.remove(&id).unwrap_or_default(),
-            )
+            r.into_domain(Children {
+                assessments: assessments_by.remove(&id).unwrap_or_default(),
+                controls: controls_by.remove(&id).unwrap_or_default(),
+                approvals: approvals_by.remove(&id).unwrap_or_default(),
+                reviews: reviews_by.remove(&id).unwrap_or_default(),
+                control_checks: checks_by.remove(&id).unwrap_or_default(),
+            })
         })
         .collect()
 }
@@ -756,6 +945,19 @@ fn save_children(
             None => {
                 diesel::insert_into(approvals::table).values(ApprovalRow::from_domain(&id, a)).execute(conn)?;
             }
+        }
+    }
+    let known = |id: &Uuid, before: Option<&Exception>, pick: fn(&Exception) -> Vec<Uuid>| {
+        before.is_some_and(|b| pick(b).contains(id))
+    };
+    for r in &after.reviews {
+        if !known(&r.id, before, |b| b.reviews.iter().map(|x| x.id).collect()) {
+            diesel::insert_into(reviews::table).values(ReviewRow::from_domain(&id, r)).execute(conn)?;
+        }
+    }
+    for c in &after.control_checks {
+        if !known(&c.id, before, |b| b.control_checks.iter().map(|x| x.id).collect()) {
+            diesel::insert_into(control_checks::table).values(ControlCheckRow::from_domain(&id, c)).execute(conn)?;
         }
     }
     Ok(())

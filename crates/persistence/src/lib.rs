@@ -13,5 +13,6 @@ mod schema;
 pub use connection::{Backend, Db, Store};
 pub use error::StoreError;
 pub use exceptions::{
-    AuditEvent, CallContext, IdempotencyClaim, ListQuery, Outcome, Page, Sort, StoredResponse, Visibility, verify_chain,
+    AuditEvent, CallContext, Facts, IdempotencyClaim, ListQuery, Outcome, Page, Sort, StoredResponse, Visibility,
+    verify_chain,
 };

@@ -4,8 +4,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use leeway_domain::lifecycle::Status;
 use leeway_domain::record::{
-    Approval, Category, Control, ControlId, ControlKind, ControlStatus, Exception, ExceptionId, ExceptionKey, Fields,
-    Priority, Subject,
+    Approval, Category, CheckResult, Control, ControlCheck, ControlId, ControlKind, ControlStatus, Exception,
+    ExceptionId, ExceptionKey, Fields, Priority, Review, ReviewOutcome, Subject,
 };
 use leeway_domain::risk::{Assessment, Effectiveness, Level, Method, MethodKind, RiskSnapshot, Score};
 use leeway_domain::role::Role;
@@ -76,6 +76,13 @@ pub(crate) struct ExceptionRow {
     pub approved_at: Option<NaiveDateTime>,
     pub closed_at: Option<NaiveDateTime>,
     pub next_review_at: Option<NaiveDateTime>,
+    pub next_due_at: Option<NaiveDateTime>,
+    pub escalated_at: Option<NaiveDateTime>,
+    pub review_notified_at: Option<NaiveDateTime>,
+    pub reminders_sent: String,
+    pub at_risk_since: Option<NaiveDateTime>,
+    pub pending_expires_at: Option<NaiveDateTime>,
+    pub renewal_justification: Option<String>,
 }
 
 impl ExceptionRow {
@@ -117,15 +124,18 @@ impl ExceptionRow {
             approved_at: e.approved_at.map(naive),
             closed_at: e.closed_at.map(naive),
             next_review_at: e.next_review_at.map(naive),
+            next_due_at: e.next_due_at.map(naive),
+            escalated_at: e.escalated_at.map(naive),
+            review_notified_at: e.review_notified_at.map(naive),
+            reminders_sent: json(&e.reminders_sent),
+            at_risk_since: e.at_risk_since.map(naive),
+            pending_expires_at: e.pending_expires_at.map(naive),
+            renewal_justification: e.renewal_justification.clone(),
         }
     }
 
-    pub(crate) fn into_domain(
-        self,
-        assessments: Vec<Assessment>,
-        controls: Vec<Control>,
-        approvals: Vec<Approval>,
-    ) -> Result<Exception, StoreError> {
+    pub(crate) fn into_domain(self, children: Children) -> Result<Exception, StoreError> {
+        let Children { assessments, controls, approvals, reviews, control_checks } = children;
         let subject = |field: &str, v: &str| Subject::parse(field, v).map_err(|e| StoreError::corrupt(e.message));
         let fields = Fields {
             title: self.title,
@@ -167,8 +177,27 @@ impl ExceptionRow {
             approved_at: self.approved_at.map(utc),
             closed_at: self.closed_at.map(utc),
             next_review_at: self.next_review_at.map(utc),
+            reviews,
+            control_checks,
+            escalated_at: self.escalated_at.map(utc),
+            review_notified_at: self.review_notified_at.map(utc),
+            reminders_sent: json_list(&self.reminders_sent)?,
+            at_risk_since: self.at_risk_since.map(utc),
+            pending_expires_at: self.pending_expires_at.map(utc),
+            renewal_justification: self.renewal_justification,
+            next_due_at: self.next_due_at.map(utc),
         })
     }
+}
+
+/// An exception's child records, loaded apart from its row.
+#[derive(Debug, Default)]
+pub(crate) struct Children {
+    pub assessments: Vec<Assessment>,
+    pub controls: Vec<Control>,
+    pub approvals: Vec<Approval>,
+    pub reviews: Vec<Review>,
+    pub control_checks: Vec<ControlCheck>,
 }
 
 /// Lists and references are stored as JSON text; they are plain data and always serialise.
@@ -190,6 +219,8 @@ pub(crate) struct ControlRow {
     pub verified_by: Option<String>,
     pub verified_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
+    pub check_every_days: Option<i32>,
+    pub last_checked_at: Option<NaiveDateTime>,
 }
 
 impl ControlRow {
@@ -206,6 +237,8 @@ impl ControlRow {
             verified_by: c.verified_by.as_ref().map(|s| s.as_str().to_owned()),
             verified_at: c.verified_at.map(naive),
             created_at: naive(c.created_at),
+            check_every_days: c.check_every_days.and_then(|d| i32::try_from(d).ok()),
+            last_checked_at: c.last_checked_at.map(naive),
         }
     }
 
@@ -223,6 +256,91 @@ impl ControlRow {
                 .transpose()?,
             verified_at: self.verified_at.map(utc),
             created_at: utc(self.created_at),
+            check_every_days: self.check_every_days.and_then(|d| u32::try_from(d).ok()),
+            last_checked_at: self.last_checked_at.map(utc),
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = reviews)]
+pub(crate) struct ReviewRow {
+    pub id: String,
+    pub exception_id: String,
+    pub round: i32,
+    pub reviewer: String,
+    pub reviewed_at: NaiveDateTime,
+    pub controls_effective: bool,
+    pub justification_valid: bool,
+    pub better_option_available: bool,
+    pub outcome: String,
+    pub comment: Option<String>,
+}
+
+impl ReviewRow {
+    pub(crate) fn from_domain(exception: &str, r: &Review) -> Self {
+        Self {
+            id: r.id.to_string(),
+            exception_id: exception.to_owned(),
+            round: i32::try_from(r.round).unwrap_or(i32::MAX),
+            reviewer: r.reviewer.as_str().to_owned(),
+            reviewed_at: naive(r.at),
+            controls_effective: r.controls_effective,
+            justification_valid: r.justification_valid,
+            better_option_available: r.better_option_available,
+            outcome: r.outcome.as_str().to_owned(),
+            comment: r.comment.clone(),
+        }
+    }
+
+    pub(crate) fn into_domain(self) -> Result<Review, StoreError> {
+        Ok(Review {
+            id: uuid(&self.id)?,
+            round: u32::try_from(self.round).map_err(StoreError::corrupt)?,
+            reviewer: Subject::parse("reviewer", &self.reviewer).map_err(|e| StoreError::corrupt(e.message))?,
+            at: utc(self.reviewed_at),
+            controls_effective: self.controls_effective,
+            justification_valid: self.justification_valid,
+            better_option_available: self.better_option_available,
+            outcome: parse("outcome", &self.outcome, ReviewOutcome::parse)?,
+            comment: self.comment,
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = control_checks)]
+pub(crate) struct ControlCheckRow {
+    pub id: String,
+    pub exception_id: String,
+    pub control_id: String,
+    pub result: String,
+    pub evidence: String,
+    pub checker: String,
+    pub checked_at: NaiveDateTime,
+}
+
+impl ControlCheckRow {
+    pub(crate) fn from_domain(exception: &str, c: &ControlCheck) -> Self {
+        Self {
+            id: c.id.to_string(),
+            exception_id: exception.to_owned(),
+            control_id: c.control_id.0.to_string(),
+            result: c.result.as_str().to_owned(),
+            evidence: c.evidence.clone(),
+            checker: c.checker.as_str().to_owned(),
+            checked_at: naive(c.at),
+        }
+    }
+
+    pub(crate) fn into_domain(self) -> Result<ControlCheck, StoreError> {
+        Ok(ControlCheck {
+            id: uuid(&self.id)?,
+            control_id: ControlId(uuid(&self.control_id)?),
+            result: parse("result", &self.result, CheckResult::parse)?,
+            evidence: self.evidence,
+            checker: Subject::parse("checker", &self.checker).map_err(|e| StoreError::corrupt(e.message))?,
+            at: utc(self.checked_at),
         })
     }
 }

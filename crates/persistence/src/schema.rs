@@ -45,6 +45,13 @@ diesel::table! {
         approved_at -> Nullable<Timestamp>,
         closed_at -> Nullable<Timestamp>,
         next_review_at -> Nullable<Timestamp>,
+        next_due_at -> Nullable<Timestamp>,
+        escalated_at -> Nullable<Timestamp>,
+        review_notified_at -> Nullable<Timestamp>,
+        reminders_sent -> Text,
+        at_risk_since -> Nullable<Timestamp>,
+        pending_expires_at -> Nullable<Timestamp>,
+        renewal_justification -> Nullable<Text>,
     }
 }
 
@@ -83,6 +90,35 @@ diesel::table! {
         verified_by -> Nullable<Text>,
         verified_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
+        check_every_days -> Nullable<Integer>,
+        last_checked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    reviews (id) {
+        id -> Text,
+        exception_id -> Text,
+        round -> Integer,
+        reviewer -> Text,
+        reviewed_at -> Timestamp,
+        controls_effective -> Bool,
+        justification_valid -> Bool,
+        better_option_available -> Bool,
+        outcome -> Text,
+        comment -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    control_checks (id) {
+        id -> Text,
+        exception_id -> Text,
+        control_id -> Text,
+        result -> Text,
+        evidence -> Text,
+        checker -> Text,
+        checked_at -> Timestamp,
     }
 }
 
@@ -176,4 +212,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     approvals,
     audit_events,
     outbox,
+    reviews,
+    control_checks,
 );

@@ -68,7 +68,12 @@ async fn expiry_has_sixty_seconds_of_leeway_on_the_servers_clock() {
 
 #[tokio::test]
 async fn issuer_and_audience_are_checked_when_configured() {
-    let app = spawn_with(Options { issuer: Some("https://idp.example".into()), audience: Some("leeway".into()) }).await;
+    let app = spawn_with(Options {
+        issuer: Some("https://idp.example".into()),
+        audience: Some("leeway".into()),
+        ..Options::default()
+    })
+    .await;
     let mut c = claims(&app);
     refused(&app, &sign(Algorithm::HS256, &c, SECRET), "no iss or aud").await;
     c["iss"] = json!("https://idp.example");

@@ -8,7 +8,7 @@ use serde_json::json;
 async fn requesters_see_only_what_concerns_them() {
     let app = spawn().await;
     let cast = Cast::new(&app);
-    let id = app.create(&cast, json!({})).await;
+    let id = app.create(&cast, json!({"assets": ["vpn-01"]})).await;
     let key = app.get(&format!("/v1/exceptions/{id}"), &cast.requester).await.str("key");
     let outsider = app.token("mallory", "requester", Some("marketing"));
     let colleague = app.token("paul", "requester", Some("payments"));

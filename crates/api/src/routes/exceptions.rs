@@ -4,9 +4,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, patch, post, put, web};
 use chrono::{DateTime, Utc};
 use leeway_domain::DomainError;
+use leeway_domain::governance::{self, ReviewInput};
 use leeway_domain::record::{ControlId, Exception, ExceptionId, ExceptionRef};
 use leeway_domain::workflow::{self, ApproveInput, AssessInput, ControlChange, Ctx, Happening, NewException};
-use leeway_persistence::{CallContext, IdempotencyClaim, Outcome, StoredResponse, verify_chain};
+use leeway_persistence::{CallContext, Facts, IdempotencyClaim, Outcome, StoreError, StoredResponse, verify_chain};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -66,10 +67,22 @@ struct Write {
     status: StatusCode,
 }
 
+/// An operation on one exception, with access to the database's facts.
+type Op = dyn Fn(&mut Exception, &Ctx<'_>, &mut Facts<'_>) -> Result<Vec<Happening>, StoreError> + Send;
+
+/// Time rules first (so the action is judged on the true state), then the operation, then
+/// the scheduler's next moment.
+fn governed(e: &mut Exception, ctx: &Ctx<'_>, facts: &mut Facts<'_>, op: &Op) -> Result<Vec<Happening>, StoreError> {
+    let mut happened = governance::tick(e, ctx.policy, ctx.now);
+    happened.extend(op(e, ctx, facts)?);
+    governance::settle(e, ctx.policy, ctx.now, !happened.is_empty());
+    Ok(happened)
+}
+
 async fn mutate(
     state: web::Data<AppState>,
     w: Write,
-    op: impl Fn(&mut Exception, &Ctx<'_>) -> Result<Vec<Happening>, DomainError> + Send + 'static,
+    op: impl Fn(&mut Exception, &Ctx<'_>, &mut Facts<'_>) -> Result<Vec<Happening>, StoreError> + Send + 'static,
 ) -> Result<HttpResponse, ApiError> {
     let target = target(&w.id)?;
     let claim = claim(&w.req, &w.caller, &w.key, &w.digest);
@@ -86,7 +99,7 @@ async fn mutate(
             target,
             w.if_match.0,
             claim.as_ref(),
-            |e| op(e, &dctx),
+            |e, facts| governed(e, &dctx, facts, &op),
             |e| respond(&st, &caller, now, e, status),
         )
     })
@@ -128,9 +141,10 @@ pub async fn create_exception(
     let input = NewException {
         fields: body.value.fields(),
         controls: body.value.controls.iter().map(NewControl::to_domain).collect(),
-        submit: body.value.submit,
         on_behalf_of: body.value.on_behalf_of.clone(),
+        emergency: body.value.emergency,
     };
+    let submit = body.value.submit && !body.value.emergency;
     let claim = claim(&req, &caller, &key, &body.digest);
     let now = state.clock.now();
     let request_id = current_request_id();
@@ -143,7 +157,14 @@ pub async fn create_exception(
         st.store.create(
             ctx,
             claim.as_ref(),
-            |k| workflow::create(&dctx, id, k, &input, Uuid::now_v7),
+            |k, facts| {
+                let (mut e, mut happened) = workflow::create(&dctx, id, k, &input, Uuid::now_v7)?;
+                if submit {
+                    happened.extend(submit_with_facts(&mut e, &dctx, facts)?);
+                }
+                governance::settle(&mut e, dctx.policy, now, true);
+                Ok((e, happened))
+            },
             |e| respond(&st, &c, now, e, StatusCode::CREATED),
         )
     })
@@ -281,15 +302,15 @@ pub async fn patch_exception(
         digest: body.digest,
         status: StatusCode::OK,
     };
-    mutate(state, w, move |e, ctx| {
+    mutate(state, w, move |e, ctx, _| {
         let fields = patched_fields(&ExceptionFields::from_domain(&e.fields), &patch)?;
-        workflow::update(e, ctx, &fields.fields())
+        Ok(workflow::update(e, ctx, &fields.fields())?)
     })
     .await
 }
 
 macro_rules! action {
-    ($(#[$doc:meta])* $fn:ident, $path:literal, $op:path, $conflict:literal) => {
+    ($(#[$doc:meta])* $fn:ident, $path:literal, $op:expr, $conflict:literal) => {
         $(#[$doc])*
         #[utoipa::path(
             tag = "lifecycle",
@@ -322,47 +343,62 @@ macro_rules! action {
         ) -> Result<HttpResponse, ApiError> {
             let comment = body.value.comment.clone();
             let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest, status: StatusCode::OK };
-            mutate(state, w, move |e, ctx| $op(e, ctx, comment.as_deref())).await
+            mutate(state, w, move |e, ctx, facts| ($op)(e, ctx, comment.as_deref(), facts)).await
         }
     };
 }
 
-fn submit(e: &mut Exception, ctx: &Ctx<'_>, _comment: Option<&str>) -> Result<Vec<Happening>, DomainError> {
-    workflow::submit(e, ctx)
+/// Submits with what the database knows: covering limits and earlier repeats.
+fn submit_with_facts(e: &mut Exception, ctx: &Ctx<'_>, facts: &mut Facts<'_>) -> Result<Vec<Happening>, StoreError> {
+    let limited = ctx.policy.business_unit_limits.contains_key(&e.fields.business_unit);
+    let f = facts.submit_facts(e, ctx.now, limited)?;
+    Ok(workflow::submit(e, ctx, &f)?)
+}
+
+/// Adapts a comment-taking domain action to a handler operation.
+macro_rules! plain {
+    ($op:path) => {
+        |e: &mut Exception,
+         ctx: &Ctx<'_>,
+         comment: Option<&str>,
+         _: &mut Facts<'_>|
+         -> Result<Vec<Happening>, StoreError> { Ok($op(e, ctx, comment)?) }
+    };
 }
 
 action!(
     /// Submit a draft for assessment (requester or integration). Needs `expires_at` in the
     /// future and at least one compensating control.
-    submit_exception, "/exceptions/{id}/submit", submit,
+    submit_exception, "/exceptions/{id}/submit",
+    |e: &mut Exception, ctx: &Ctx<'_>, _: Option<&str>, facts: &mut Facts<'_>| submit_with_facts(e, ctx, facts),
     "Not a draft (`invalid_transition`, with `current_state` and `allowed_actions`)"
 );
 action!(
     /// Return to the requester for more information (analyst or approver); approvals so far
     /// stop counting.
-    return_exception, "/exceptions/{id}/return", workflow::return_to_requester,
+    return_exception, "/exceptions/{id}/return", plain!(workflow::return_to_requester),
     "Not submitted or pending approval (`invalid_transition`)"
 );
 action!(
     /// Reject (analyst or approver). A renewal round rejected returns to `active` with the
     /// old expiry.
-    reject_exception, "/exceptions/{id}/reject", workflow::reject,
+    reject_exception, "/exceptions/{id}/reject", plain!(workflow::reject),
     "Not submitted, pending approval or renewal pending (`invalid_transition`)"
 );
 action!(
     /// Withdraw (the requester) from `draft`, `submitted`, `pending_approval` or `approved`.
-    withdraw_exception, "/exceptions/{id}/withdraw", workflow::withdraw,
+    withdraw_exception, "/exceptions/{id}/withdraw", plain!(workflow::withdraw),
     "Already active or ended (`invalid_transition`)"
 );
 action!(
     /// Revoke (`security_officer`, `ciso`, `admin`) an approved, active or renewal-pending
     /// exception.
-    revoke_exception, "/exceptions/{id}/revoke", workflow::revoke,
+    revoke_exception, "/exceptions/{id}/revoke", plain!(workflow::revoke),
     "Not approved, active or renewal pending (`invalid_transition`)"
 );
 action!(
     /// Close because the gap was remediated (requester, risk owner, analyst).
-    close_exception, "/exceptions/{id}/close", workflow::close,
+    close_exception, "/exceptions/{id}/close", plain!(workflow::close),
     "Not active or renewal pending (`invalid_transition`)"
 );
 
@@ -402,7 +438,7 @@ pub async fn approve_exception(
     let input =
         ApproveInput { comment: body.value.comment.clone(), role: body.value.role.map(|r| r.as_str().to_owned()) };
     let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest, status: StatusCode::OK };
-    mutate(state, w, move |e, ctx| workflow::approve(e, ctx, &input, Uuid::now_v7())).await
+    mutate(state, w, move |e, ctx, _| Ok(workflow::approve(e, ctx, &input, Uuid::now_v7())?)).await
 }
 
 /// Assess (or re-assess) the risk (an analyst who is not the requester). The residual level
@@ -446,7 +482,7 @@ pub async fn assess_exception(
         digest: body.digest,
         status: StatusCode::OK,
     };
-    mutate(state, w, move |e, ctx| workflow::assess(e, ctx, input.clone(), Uuid::now_v7())).await
+    mutate(state, w, move |e, ctx, _| Ok(workflow::assess(e, ctx, input.clone(), Uuid::now_v7())?)).await
 }
 
 /// Add a compensating control (requester; analyst after submit). It starts `proposed`.
@@ -483,8 +519,7 @@ pub async fn add_control(
 ) -> Result<HttpResponse, ApiError> {
     let input = body.value.to_domain();
     let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest, status: StatusCode::OK };
-    mutate(state, w, move |e, ctx| workflow::add_control(e, ctx, &input, ControlId(Uuid::now_v7())).map(|(_, h)| h))
-        .await
+    mutate(state, w, move |e, ctx, _| Ok(workflow::add_control(e, ctx, &input, ControlId(Uuid::now_v7()))?.1)).await
 }
 
 /// Change a control's status or evidence. `verified` (with evidence) and `failed` only by
@@ -524,7 +559,7 @@ pub async fn change_control(
     let change = ControlChangeBody { status: body.value.status, evidence: body.value.evidence.clone() };
     let change = ControlChange { status: change.status.map(|s| s.as_str().to_owned()), evidence: change.evidence };
     let w = Write { req, caller, id, if_match, key: IdempotencyKey(None), digest: body.digest, status: StatusCode::OK };
-    mutate(state, w, move |e, ctx| workflow::change_control(e, ctx, control, &change)).await
+    mutate(state, w, move |e, ctx, _| Ok(workflow::change_control(e, ctx, control, &change)?)).await
 }
 
 /// The exception's audit events, oldest first, with the hash chain verified.
@@ -570,4 +605,133 @@ pub async fn exception_history(
         .collect();
     Ok(HttpResponse::Ok()
         .json(HistoryView { items, chain: ChainView { valid: broken.is_none(), first_broken_seq: broken } }))
+}
+
+/// Ask for a new expiry (requester or risk owner, on an `active` exception). A renewal round
+/// opens: `renewal_pending`, still covering until the old expiry, `round` + 1. The round
+/// needs a fresh assessment, then the approvals of its residual level. Approved: the new
+/// expiry, back to `active`. Rejected: `active` with the old expiry. Undecided at the old
+/// expiry: `expired`.
+#[utoipa::path(
+    tag = "governance",
+    security(("bearer" = [])),
+    request_body = RenewalBody,
+    params(
+        ("id" = String, Path, description = "UUID or key"),
+        ("If-Match" = Option<String>, Header, description = "The ETag last read"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 hours"),
+    ),
+    responses(
+        (status = 200, description = "Renewal round opened", body = ExceptionView, headers(("ETag" = String))),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the requester or the risk owner (`forbidden`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Absent or not visible", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not active (`invalid_transition`)", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "expires_at not later than the current one, or justification too short (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/exceptions/{id}/renewal")]
+pub async fn request_renewal(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    id: web::Path<String>,
+    if_match: IfMatch,
+    key: IdempotencyKey,
+    body: JsonBody<RenewalBody>,
+) -> Result<HttpResponse, ApiError> {
+    let RenewalBody { expires_at, justification } = body.value;
+    let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest, status: StatusCode::OK };
+    mutate(state, w, move |e, ctx, _| Ok(governance::request_renewal(e, ctx, expires_at, &justification)?)).await
+}
+
+/// Record a periodic review (the risk owner or an analyst) of an `active` or
+/// `renewal_pending` exception. Moves `next_review_at` by the level's interval; `revoke`
+/// revokes.
+#[utoipa::path(
+    tag = "governance",
+    security(("bearer" = [])),
+    request_body = ReviewBody,
+    params(
+        ("id" = String, Path, description = "UUID or key"),
+        ("If-Match" = Option<String>, Header, description = "The ETag last read"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 hours"),
+    ),
+    responses(
+        (status = 200, description = "Reviewed", body = ExceptionView, headers(("ETag" = String))),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the risk owner or an analyst (`forbidden`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Absent or not visible", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not active or renewal pending (`invalid_transition`)", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid review (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/exceptions/{id}/reviews")]
+pub async fn review_exception(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    id: web::Path<String>,
+    if_match: IfMatch,
+    key: IdempotencyKey,
+    body: JsonBody<ReviewBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.value;
+    let input = ReviewInput {
+        controls_effective: b.controls_effective,
+        justification_valid: b.justification_valid,
+        better_option_available: b.better_option_available,
+        outcome: b.outcome,
+        comment: b.comment,
+    };
+    let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest, status: StatusCode::OK };
+    mutate(state, w, move |e, ctx, _| Ok(governance::review(e, ctx, &input, Uuid::now_v7())?)).await
+}
+
+/// Record a check of a compensating control (an analyst who is not the requester). `pass`
+/// keeps it verified and restarts its `check_every` interval; `fail` stops it reducing risk.
+/// The residual is recomputed; above the approved level a covering exception is flagged at
+/// risk and a new round opens by itself.
+#[utoipa::path(
+    tag = "controls",
+    security(("bearer" = [])),
+    request_body = CheckBody,
+    params(
+        ("id" = String, Path, description = "UUID or key"),
+        ("control_id" = String, Path, description = "The control's id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag last read"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 hours"),
+    ),
+    responses(
+        (status = 200, description = "Checked", body = ExceptionView, headers(("ETag" = String))),
+        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an analyst (`forbidden`), or the requester (`separation_of_duties`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Absent, not visible, or no such control (`control_not_found`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The exception has ended (`invalid_transition`)", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid check (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/exceptions/{id}/controls/{control_id}/checks")]
+pub async fn check_control(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    if_match: IfMatch,
+    key: IdempotencyKey,
+    body: JsonBody<CheckBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, control) = path.into_inner();
+    let control = Uuid::parse_str(&control)
+        .map(ControlId)
+        .map_err(|_| ApiError::from(DomainError::NoSuchControl(control.clone())))?;
+    let CheckBody { result, evidence } = body.value;
+    let w = Write { req, caller, id, if_match, key, digest: body.digest, status: StatusCode::OK };
+    mutate(state, w, move |e, ctx, _| {
+        Ok(governance::check_control(e, ctx, control, &result, &evidence, Uuid::now_v7())?)
+    })
+    .await
 }

@@ -1,0 +1,68 @@
+//! The scheduler: applies the time rules (activation, expiry, reminders, reviews, SLA,
+//! timeouts, emergencies, control checks) to every exception whose moment has come.
+//!
+//! Correct with several nodes on one PostgreSQL: each batch claims its rows with
+//! `FOR UPDATE SKIP LOCKED`, the rules are idempotent and what they did is saved with the row,
+//! so no transition or event happens twice. On SQLite it is simply single-node.
+
+use chrono::{DateTime, Duration, Utc};
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use leeway_domain::ApprovalPolicy;
+use leeway_domain::governance;
+use leeway_domain::record::Subject;
+use leeway_domain::role::Actor;
+use leeway_persistence::{CallContext, Store, StoreError};
+
+/// Exceptions handled per transaction.
+pub const BATCH: i64 = 100;
+/// Most batches per run, so one run always ends.
+const MAX_BATCHES: usize = 10_000;
+
+/// Applies every due time rule at `now`; returns how many exceptions were looked at.
+pub fn run_once(store: &Store, policy: &ApprovalPolicy, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    let system = Actor {
+        subject: Subject::parse("sub", "system").map_err(|e| StoreError::Corrupt(e.message))?,
+        roles: Vec::new(),
+        business_unit: None,
+    };
+    let ctx = CallContext { actor: &system, request_id: None, now };
+    let mut total = 0;
+    for _ in 0..MAX_BATCHES {
+        let n = store.run_due(ctx, BATCH, |e| {
+            let happened = governance::tick(e, policy, now);
+            governance::settle(e, policy, now, !happened.is_empty());
+            if let Some(due) = e.next_due_at
+                && due <= now
+            {
+                // a rule that stays due would be picked up again at once: look again later
+                tracing::warn!(exception = %e.key, %due, "time rule still due after it ran");
+                e.next_due_at = Some(now + Duration::minutes(1));
+            }
+            happened
+        })?;
+        total += n;
+        if n < BATCH as usize {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Runs the scheduler every `interval` on its own thread (never on the HTTP workers).
+pub fn spawn(store: Store, policy: ApprovalPolicy, clock: Arc<dyn Clock>, interval: std::time::Duration) {
+    let spawned = std::thread::Builder::new().name("leeway-jobs".into()).spawn(move || {
+        loop {
+            match run_once(&store, &policy, clock.now()) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(exceptions = n, "scheduler applied due time rules"),
+                Err(e) => tracing::error!(error = %e, "scheduler run failed; retrying next interval"),
+            }
+            std::thread::sleep(interval);
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the scheduler thread");
+    }
+}

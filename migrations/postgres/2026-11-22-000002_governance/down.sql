@@ -1,0 +1,12 @@
+DROP TABLE control_checks;
+DROP TABLE reviews;
+DROP INDEX exceptions_next_due;
+ALTER TABLE controls DROP COLUMN last_checked_at;
+ALTER TABLE controls DROP COLUMN check_every_days;
+ALTER TABLE exceptions DROP COLUMN renewal_justification;
+ALTER TABLE exceptions DROP COLUMN pending_expires_at;
+ALTER TABLE exceptions DROP COLUMN at_risk_since;
+ALTER TABLE exceptions DROP COLUMN reminders_sent;
+ALTER TABLE exceptions DROP COLUMN review_notified_at;
+ALTER TABLE exceptions DROP COLUMN escalated_at;
+ALTER TABLE exceptions DROP COLUMN next_due_at;
