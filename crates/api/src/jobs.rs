@@ -22,6 +22,16 @@ const MAX_BATCHES: usize = 10_000;
 
 /// Applies every due time rule at `now`; returns how many exceptions were looked at.
 pub fn run_once(store: &Store, policy: &ApprovalPolicy, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    run_in_batches(store, policy, now, BATCH)
+}
+
+/// [`run_once`] with `batch` exceptions per transaction.
+pub fn run_in_batches(
+    store: &Store,
+    policy: &ApprovalPolicy,
+    now: DateTime<Utc>,
+    batch: i64,
+) -> Result<usize, StoreError> {
     let system = Actor {
         subject: Subject::parse("sub", "system").map_err(|e| StoreError::Corrupt(e.message))?,
         roles: Vec::new(),
@@ -30,7 +40,7 @@ pub fn run_once(store: &Store, policy: &ApprovalPolicy, now: DateTime<Utc>) -> R
     let ctx = CallContext { actor: &system, request_id: None, now };
     let mut total = 0;
     for _ in 0..MAX_BATCHES {
-        let n = store.run_due(ctx, BATCH, |e| {
+        let n = store.run_due(ctx, batch, |e| {
             let happened = governance::tick(e, policy, now);
             governance::settle(e, policy, now, !happened.is_empty());
             if let Some(due) = e.next_due_at
@@ -43,7 +53,7 @@ pub fn run_once(store: &Store, policy: &ApprovalPolicy, now: DateTime<Utc>) -> R
             happened
         })?;
         total += n;
-        if n < BATCH as usize {
+        if n < usize::try_from(batch).unwrap_or(0) {
             break;
         }
     }

@@ -166,6 +166,17 @@ fn reminders(e: &Exception, policy: &ApprovalPolicy) -> Vec<(String, DateTime<Ut
 /// Applies every time rule that is due at `now`. Idempotent.
 pub fn tick(e: &mut Exception, policy: &ApprovalPolicy, now: DateTime<Utc>) -> Vec<Happening> {
     let now = truncate(now);
+    // An unratified emergency is revoked at its maximum, which is also its expiry: the
+    // revocation says why it ended, so it comes first.
+    if e.status == Status::Active
+        && e.emergency
+        && e.approved_at.is_none()
+        && e.fields.starts_at.is_some_and(|s| now >= s + Duration::hours(i64::from(policy.emergency_max_hours)))
+    {
+        e.closed_at = Some(now);
+        e.updated_at = now;
+        return vec![end_by_time(e, "revoked", Status::Revoked, "emergency_not_ratified", "exception.revoked")];
+    }
     let mut out = catch_up(e, now);
     match e.status {
         Status::Submitted | Status::PendingApproval => {
@@ -190,13 +201,6 @@ pub fn tick(e: &mut Exception, policy: &ApprovalPolicy, now: DateTime<Utc>) -> V
                 e.closed_at = Some(now);
                 out.push(end_by_time(e, "revoked", Status::Revoked, reason, "exception.revoked"));
             };
-            if e.emergency
-                && e.approved_at.is_none()
-                && e.fields.starts_at.is_some_and(|s| now >= s + Duration::hours(i64::from(policy.emergency_max_hours)))
-            {
-                revoke(e, "emergency_not_ratified", &mut out);
-                return out;
-            }
             if e.status == Status::RenewalPending
                 && e.at_risk_since
                     .is_some_and(|t| now >= t + Duration::days(i64::from(policy.controls_failed_grace_days)))

@@ -5,6 +5,7 @@
 
 mod auth;
 mod conventions;
+mod governance;
 mod intake;
 mod lifecycle;
 mod review;
