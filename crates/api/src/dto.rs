@@ -786,7 +786,7 @@ impl ExceptionView {
             renewal: (e.status == leeway_domain::Status::RenewalPending).then(|| RenewalView {
                 requested_expires_at: e.pending_expires_at,
                 justification: e.renewal_justification.clone(),
-                reason: if e.at_risk { "controls_failed".to_owned() } else { "requested".to_owned() },
+                reason: if e.at_risk_since.is_some() { "controls_failed".to_owned() } else { "requested".to_owned() },
             }),
             escalated_at: e.escalated_at,
             at_risk_since: e.at_risk_since,

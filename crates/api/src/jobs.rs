@@ -64,10 +64,13 @@ pub fn run_in_batches(
 pub fn spawn(store: Store, policy: ApprovalPolicy, clock: Arc<dyn Clock>, interval: std::time::Duration) {
     let spawned = std::thread::Builder::new().name("leeway-jobs".into()).spawn(move || {
         loop {
-            match run_once(&store, &policy, clock.now()) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(exceptions = n, "scheduler applied due time rules"),
-                Err(e) => tracing::error!(error = %e, "scheduler run failed; retrying next interval"),
+            // a panic in one run must not stop the scheduler for the life of the process
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_once(&store, &policy, clock.now())));
+            match run {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(exceptions = n, "scheduler applied due time rules"),
+                Ok(Err(e)) => tracing::error!(error = %e, "scheduler run failed; retrying next interval"),
+                Err(_) => tracing::error!("scheduler run panicked; retrying next interval"),
             }
             std::thread::sleep(interval);
         }

@@ -82,15 +82,10 @@ pub fn activate_emergency(e: &mut Exception, ctx: &Ctx<'_>) -> Result<Vec<Happen
     )])
 }
 
-/// The residual level the approvals of the covering round accepted.
-fn approved_level(e: &Exception) -> Option<Level> {
-    let round = if e.status == Status::RenewalPending { e.round.saturating_sub(1) } else { e.round };
-    e.approvals.iter().filter(|a| a.round == round && !a.superseded).map(|a| a.risk.residual_level).min()
-}
-
 /// Recomputes the residual with the controls as they stand at `now` (failed or overdue ones
-/// no longer count). A higher level during approval needs its own approvals; above the
-/// approved level on a covering exception, the exception is at risk and a new round opens.
+/// no longer count). A higher level during approval needs its own approvals. On a covering
+/// exception a control that stopped reducing risk flags it at risk; when that raises the
+/// level above the one its approvals accepted, a new round opens by itself.
 pub fn reassess_controls(e: &mut Exception, policy: &ApprovalPolicy, now: DateTime<Utc>) -> Vec<Happening> {
     let controls = e.controls.clone();
     let status = e.status;
@@ -114,33 +109,54 @@ pub fn reassess_controls(e: &mut Exception, policy: &ApprovalPolicy, now: DateTi
     if new > old && status == Status::PendingApproval {
         supersede_below(e, new);
     }
-    if matches!(status, Status::Active | Status::RenewalPending)
-        && !e.at_risk
-        && let Some(approved) = approved_level(e)
-        && new > approved
-    {
+    let covering = matches!(status, Status::Active | Status::RenewalPending);
+    let failing = e
+        .controls
+        .iter()
+        .any(|c| c.status == ControlStatus::Failed || (c.status == ControlStatus::Verified && !c.reduces_risk(now)));
+    if covering && failing && !e.at_risk {
         e.at_risk = true;
-        e.at_risk_since = Some(truncate(now));
         out.push(happened(
             "at_risk",
             status,
             status,
-            json!({"approved_level": approved.as_str(), "residual_level": new.as_str(),
-                "revoke_after": truncate(now) + Duration::days(i64::from(policy.controls_failed_grace_days))}),
+            json!({"residual_level": new.as_str(), "approved_level": e.approved_level.map(Level::as_str)}),
             "exception.at_risk",
         ));
-        if status == Status::Active {
-            e.status = Status::RenewalPending;
-            e.round += 1;
-            e.pending_expires_at = None;
-            out.push(happened(
-                "renewal_requested",
-                Status::Active,
-                Status::RenewalPending,
-                json!({"round": e.round, "reason": "controls_failed"}),
-                "exception.renewal_requested",
-            ));
-        }
+    }
+    // Only a recompute that itself raised the level opens a round: a renewal's fresh
+    // assessment at a higher level is judged by that round's own approvals.
+    if status == Status::Active
+        && new > old
+        && e.at_risk_since.is_none()
+        && let Some(approved) = e.approved_level
+        && new > approved
+    {
+        e.at_risk = true;
+        e.at_risk_since = Some(truncate(now));
+        e.status = Status::RenewalPending;
+        e.round += 1;
+        e.pending_expires_at = None;
+        out.push(happened(
+            "renewal_requested",
+            Status::Active,
+            Status::RenewalPending,
+            json!({"round": e.round, "reason": "controls_failed", "approved_level": approved.as_str(),
+                "residual_level": new.as_str(),
+                "revoke_after": truncate(now) + Duration::days(i64::from(policy.controls_failed_grace_days))}),
+            "exception.renewal_requested",
+        ));
+    }
+    // every control works again and no round is running because of them: the flag clears
+    if covering && !failing && e.at_risk && e.at_risk_since.is_none() {
+        e.at_risk = false;
+        out.push(happened(
+            "at_risk_cleared",
+            status,
+            status,
+            json!({"residual_level": new.as_str()}),
+            "exception.updated",
+        ));
     }
     out
 }
@@ -168,7 +184,7 @@ pub fn tick(e: &mut Exception, policy: &ApprovalPolicy, now: DateTime<Utc>) -> V
     let now = truncate(now);
     // An unratified emergency is revoked at its maximum, which is also its expiry: the
     // revocation says why it ended, so it comes first.
-    if e.status == Status::Active
+    if matches!(e.status, Status::Active | Status::RenewalPending)
         && e.emergency
         && e.approved_at.is_none()
         && e.fields.starts_at.is_some_and(|s| now >= s + Duration::hours(i64::from(policy.emergency_max_hours)))
@@ -238,8 +254,6 @@ pub fn tick(e: &mut Exception, policy: &ApprovalPolicy, now: DateTime<Utc>) -> V
                     });
                 }
             }
-            let changed = reassess_controls(e, policy, now);
-            out.extend(changed.into_iter().map(|h| Happening { by_system: true, ..h }));
         }
         Status::Draft
         | Status::Approved
@@ -248,6 +262,15 @@ pub fn tick(e: &mut Exception, policy: &ApprovalPolicy, now: DateTime<Utc>) -> V
         | Status::Expired
         | Status::Revoked
         | Status::Closed => {}
+    }
+    // Controls whose check fell due stop reducing risk in every live state, not only once
+    // covering: an approval must never accept a residual that no longer holds.
+    if matches!(
+        e.status,
+        Status::Submitted | Status::PendingApproval | Status::Approved | Status::Active | Status::RenewalPending
+    ) {
+        let changed = reassess_controls(e, policy, now);
+        out.extend(changed.into_iter().map(|h| Happening { by_system: true, ..h }));
     }
     if !out.is_empty() {
         e.updated_at = now;
@@ -260,11 +283,13 @@ pub fn settle(e: &mut Exception, policy: &ApprovalPolicy, now: DateTime<Utc>, ch
     if changed {
         e.updated_at = truncate(now);
     }
-    e.next_due_at = next_due(e, policy);
+    e.next_due_at = next_due(e, policy, now);
 }
 
 /// The earliest moment a time rule may change the exception; `None` when none ever will.
-pub fn next_due(e: &Exception, policy: &ApprovalPolicy) -> Option<DateTime<Utc>> {
+/// `evaluated` is when [`tick`] last ran on it: control checks that fell due by then are
+/// already reflected in the residual.
+pub fn next_due(e: &Exception, policy: &ApprovalPolicy, evaluated: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let mut due: Vec<DateTime<Utc>> = Vec::new();
     match e.status {
         Status::Submitted | Status::PendingApproval => {
@@ -292,13 +317,12 @@ pub fn next_due(e: &Exception, policy: &ApprovalPolicy) -> Option<DateTime<Utc>>
             }
             due.extend(reminders(e, policy).into_iter().filter(|(n, _)| !e.reminders_sent.contains(n)).map(|(_, t)| t));
             // a check that fell due after the last save has not been applied yet
-            // a check that fell due after the last save has not been applied yet (it matters
-            // only once there is a residual to recompute)
-            if e.risk().is_some() {
-                due.extend(e.controls.iter().filter_map(|c| c.check_due_at()).filter(|t| *t > e.updated_at));
-            }
         }
         Status::Draft | Status::Rejected | Status::Withdrawn | Status::Expired | Status::Revoked | Status::Closed => {}
+    }
+    // a check falling due after the last evaluation changes the residual (once there is one)
+    if !e.status.is_terminal() && e.status != Status::Draft && e.risk().is_some() {
+        due.extend(e.controls.iter().filter_map(|c| c.check_due_at()).filter(|t| *t > evaluated));
     }
     due.into_iter().min()
 }

@@ -532,7 +532,7 @@ impl Control {
         if self.status != ControlStatus::Verified {
             return None;
         }
-        let last = self.last_checked_at.or(self.verified_at).unwrap_or(self.created_at);
+        let last = self.last_checked_at.max(self.verified_at).unwrap_or(self.created_at);
         Some(last + chrono::Duration::days(i64::from(every)))
     }
 
@@ -731,6 +731,8 @@ pub struct Exception {
     pub renewal_justification: Option<String>,
     /// The earliest moment a time rule may change this exception (the scheduler's index).
     pub next_due_at: Option<DateTime<Utc>>,
+    /// The residual level the last completed round's approvals accepted.
+    pub approved_level: Option<crate::risk::Level>,
 }
 
 impl Exception {

@@ -241,6 +241,7 @@ fn state_allows(e: &Exception, status: Status, action: Action) -> bool {
     status.permits(action)
         && match (status, action) {
             (Status::Active, Action::Assess | Action::Approve) => awaiting_ratification(e),
+            (Status::Active, Action::RequestRenewal) => !awaiting_ratification(e),
             _ => true,
         }
 }
@@ -357,6 +358,7 @@ pub fn create(
         pending_expires_at: None,
         renewal_justification: None,
         next_due_at: None,
+        approved_level: None,
     };
     let mut out = vec![Happening {
         action: "created",
@@ -671,6 +673,7 @@ pub(crate) fn finish_if_complete(e: &mut Exception, ctx: &Ctx<'_>) -> Vec<Happen
             let start = e.fields.starts_at.map_or(now, |s| s.max(now));
             e.fields.starts_at = Some(start);
             e.approved_at = Some(now);
+            e.approved_level = Some(level);
             e.next_review_at = Some(start + ctx.policy.review_interval(level));
             e.status = Status::Approved;
             let mut out =
@@ -691,6 +694,7 @@ pub(crate) fn finish_if_complete(e: &mut Exception, ctx: &Ctx<'_>) -> Vec<Happen
                 e.reminders_sent.clear();
             }
             e.approved_at = Some(now);
+            e.approved_level = Some(level);
             e.next_review_at = Some(now + ctx.policy.review_interval(level));
             e.review_notified_at = None;
             e.status = Status::Active;
@@ -706,6 +710,9 @@ pub(crate) fn finish_if_complete(e: &mut Exception, ctx: &Ctx<'_>) -> Vec<Happen
             let old = e.fields.expires_at;
             e.fields.expires_at = e.pending_expires_at.take().or(old);
             e.approved_at = Some(now);
+            e.approved_level = Some(level);
+            e.at_risk = false;
+            e.at_risk_since = None;
             e.next_review_at = Some(now + ctx.policy.review_interval(level));
             e.reminders_sent.clear();
             vec![happened(
@@ -732,7 +739,13 @@ pub(crate) fn finish_if_complete(e: &mut Exception, ctx: &Ctx<'_>) -> Vec<Happen
 pub fn reject(e: &mut Exception, ctx: &Ctx<'_>, comment: Option<&str>) -> Result<Vec<Happening>, DomainError> {
     guard(e, ctx, Action::Reject)?;
     let from = e.status;
-    if from == Status::RenewalPending {
+    if from == Status::RenewalPending && e.at_risk_since.is_some() {
+        // the round opened because controls failed: refusing it leaves nothing that covers the
+        // higher risk, so the exception ends
+        e.status = Status::Revoked;
+        e.status_reason = Some("controls_failed".to_owned());
+        e.closed_at = Some(truncate(ctx.now));
+    } else if from == Status::RenewalPending {
         // the old expiry stands
         e.status = Status::Active;
         e.pending_expires_at = None;
@@ -866,6 +879,7 @@ pub fn change_control(
         if s == ControlStatus::Verified {
             c.verified_by = Some(a.subject.clone());
             c.verified_at = Some(now);
+            c.last_checked_at = Some(now);
         } else {
             c.verified_by = None;
             c.verified_at = None;

@@ -149,7 +149,7 @@ proptest! {
                 }
             }
             prop_assert!(governance::tick(&mut e.clone(), &policy, now).is_empty(), "tick is idempotent");
-            if let Some(due) = governance::next_due(&e, &policy) {
+            if let Some(due) = governance::next_due(&e, &policy, now) {
                 prop_assert!(due > now, "a due rule left undone at {}: {}", now, due);
             }
             let from = e.status;

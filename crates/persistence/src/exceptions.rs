@@ -422,16 +422,27 @@ impl Store {
                         .load(conn)?,
                 };
                 for id in &ids {
-                    let before = load(conn, id)?;
-                    let mut after = before.clone();
-                    let happenings = work(&mut after);
-                    if happenings.is_empty() {
-                        // nothing was due after all: only move the scheduler's index
+                    // a savepoint per exception: one that fails is logged and set aside for an
+                    // hour instead of rolling back, and blocking, everyone else's work
+                    let one = conn.transaction::<_, StoreError, _>(|conn| {
+                        let before = load(conn, id)?;
+                        let mut after = before.clone();
+                        let happenings = work(&mut after);
+                        if happenings.is_empty() {
+                            // nothing was due after all: only move the scheduler's index
+                            diesel::update(exceptions::table.find(id))
+                                .set(exceptions::next_due_at.eq(after.next_due_at.map(naive)))
+                                .execute(conn)?;
+                        } else {
+                            persist(conn, &ctx, &before, after, &happenings)?;
+                        }
+                        Ok(())
+                    });
+                    if let Err(e) = one {
+                        tracing::error!(exception = %id, error = %e, "time rules failed; retrying in an hour");
                         diesel::update(exceptions::table.find(id))
-                            .set(exceptions::next_due_at.eq(after.next_due_at.map(naive)))
+                            .set(exceptions::next_due_at.eq(naive(ctx.now + chrono::Duration::hours(1))))
                             .execute(conn)?;
-                    } else {
-                        persist(conn, &ctx, &before, after, &happenings)?;
                     }
                 }
                 Ok(ids.len())
@@ -613,7 +624,8 @@ fn persist(
         return Ok(after);
     }
     after.version = before.version + 1;
-    after.updated_at = leeway_domain::workflow::truncate(ctx.now);
+    // a write that waited for the row behind a later one never stamps an earlier time
+    after.updated_at = leeway_domain::workflow::truncate(ctx.now).max(before.updated_at);
     let id = after.id.0.to_string();
     diesel::update(exceptions::table.find(&id)).set(ExceptionRow::from_domain(&after)).execute(conn)?;
     save_children(conn, Some(before), &after, ctx.actor)?;
@@ -657,10 +669,8 @@ impl Facts<'_> {
             }
         }
         let key = |n: i64| ExceptionKey(u64::try_from(n).unwrap_or(0)).to_string();
-        let covering = exceptions::status
-            .eq_any(LIVE)
-            .and(exceptions::starts_at.le(now).assume_not_null())
-            .and(exceptions::expires_at.gt(now).assume_not_null());
+        // covering now, or approved to cover later: both hold a place under the limit
+        let covering = exceptions::status.eq_any(LIVE).and(exceptions::expires_at.gt(now).assume_not_null());
         let held: Vec<(String, i64)> = exception_assets::table
             .inner_join(exceptions::table.on(exceptions::id.eq(exception_assets::exception_id)))
             .filter(exception_assets::asset.eq_any(&e.fields.assets))
@@ -679,12 +689,7 @@ impl Facts<'_> {
             exceptions::table
                 .filter(exceptions::business_unit.eq(&e.fields.business_unit))
                 .filter(exceptions::id.ne(&me))
-                .filter(
-                    exceptions::status
-                        .eq_any(LIVE)
-                        .and(exceptions::starts_at.le(now).assume_not_null())
-                        .and(exceptions::expires_at.gt(now).assume_not_null()),
-                )
+                .filter(exceptions::status.eq_any(LIVE).and(exceptions::expires_at.gt(now).assume_not_null()))
                 .select(exceptions::key_num)
                 .load::<i64>(conn)?
                 .into_iter()

@@ -83,6 +83,7 @@ pub(crate) struct ExceptionRow {
     pub at_risk_since: Option<NaiveDateTime>,
     pub pending_expires_at: Option<NaiveDateTime>,
     pub renewal_justification: Option<String>,
+    pub approved_level: Option<String>,
 }
 
 impl ExceptionRow {
@@ -131,6 +132,7 @@ impl ExceptionRow {
             at_risk_since: e.at_risk_since.map(naive),
             pending_expires_at: e.pending_expires_at.map(naive),
             renewal_justification: e.renewal_justification.clone(),
+            approved_level: e.approved_level.map(|l| l.as_str().to_owned()),
         }
     }
 
@@ -185,6 +187,7 @@ impl ExceptionRow {
             at_risk_since: self.at_risk_since.map(utc),
             pending_expires_at: self.pending_expires_at.map(utc),
             renewal_justification: self.renewal_justification,
+            approved_level: self.approved_level.as_deref().map(|l| parse("level", l, Level::parse)).transpose()?,
             next_due_at: self.next_due_at.map(utc),
         })
     }

@@ -52,6 +52,7 @@ diesel::table! {
         at_risk_since -> Nullable<Timestamp>,
         pending_expires_at -> Nullable<Timestamp>,
         renewal_justification -> Nullable<Text>,
+        approved_level -> Nullable<Text>,
     }
 }
 

@@ -3,6 +3,7 @@ DROP TABLE reviews;
 DROP INDEX exceptions_next_due;
 ALTER TABLE controls DROP COLUMN last_checked_at;
 ALTER TABLE controls DROP COLUMN check_every_days;
+ALTER TABLE exceptions DROP COLUMN approved_level;
 ALTER TABLE exceptions DROP COLUMN renewal_justification;
 ALTER TABLE exceptions DROP COLUMN pending_expires_at;
 ALTER TABLE exceptions DROP COLUMN at_risk_since;

@@ -7,7 +7,11 @@ ALTER TABLE exceptions ADD COLUMN reminders_sent TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE exceptions ADD COLUMN at_risk_since TIMESTAMP;
 ALTER TABLE exceptions ADD COLUMN pending_expires_at TIMESTAMP;
 ALTER TABLE exceptions ADD COLUMN renewal_justification TEXT;
+ALTER TABLE exceptions ADD COLUMN approved_level TEXT;
 CREATE INDEX exceptions_next_due ON exceptions (next_due_at);
+-- live exceptions from before the scheduler: due now, so the first run computes their moment
+UPDATE exceptions SET next_due_at = CURRENT_TIMESTAMP
+    WHERE status IN ('submitted', 'pending_approval', 'approved', 'active', 'renewal_pending');
 
 ALTER TABLE controls ADD COLUMN check_every_days INTEGER;
 ALTER TABLE controls ADD COLUMN last_checked_at TIMESTAMP;

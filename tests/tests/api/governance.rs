@@ -470,3 +470,151 @@ async fn two_schedulers_at_once_apply_each_transition_and_event_exactly_once() {
         }
     }
 }
+
+#[tokio::test]
+async fn rejecting_a_round_opened_by_failed_controls_revokes() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let id = app.create(&cast, json!({"submit": true, "expires_at": at(&app, 60)})).await;
+    let c = status(&app, &id).await["controls"][0]["id"].as_str().unwrap().to_owned();
+    app.change_control(&id, &c, &cast.analyst, json!({"status": "verified", "evidence": "rules loaded"})).await;
+    app.assess(&id, &cast.analyst, json!({"method": "matrix", "likelihood": 3, "impact": 4, "rationale": "Web app"}))
+        .await;
+    app.act(&id, "approve", &cast.officer).await;
+    app.act(&id, "approve", &cast.asset_owner).await;
+    let r = app
+        .post(
+            &format!("/v1/exceptions/{id}/controls/{c}/checks"),
+            &cast.analyst,
+            json!({"result": "fail", "evidence": "rules gone"}),
+        )
+        .await;
+    assert_eq!(r.str("status"), "renewal_pending");
+    let r = app.act(&id, "reject", &cast.officer).await;
+    assert_eq!(
+        (r.str("status").as_str(), r.str("status_reason").as_str(), r.body["covering"].as_bool()),
+        ("revoked", "controls_failed", Some(false)),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn a_renewal_assessed_higher_is_judged_by_its_own_round() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let id = app.approved(&cast, json!({"expires_at": at(&app, 30)})).await;
+    app.post(
+        &format!("/v1/exceptions/{id}/renewal"),
+        &cast.requester,
+        json!({"expires_at": at(&app, 60), "justification": "The vendor slipped again"}),
+    )
+    .await;
+    let r = app
+        .assess(&id, &cast.analyst, json!({"method": "matrix", "likelihood": 4, "impact": 4, "rationale": "Worse now"}))
+        .await;
+    assert_eq!(r.body["risk"]["residual_level"], "high");
+    app.act(&id, "approve", &cast.officer).await;
+    let e = status(&app, &id).await;
+    assert_eq!(
+        (e["at_risk"].as_bool(), e["status"].as_str(), e["covering"].as_bool()),
+        (Some(false), Some("renewal_pending"), Some(true)),
+        "{e}"
+    );
+    app.advance(Duration::days(20)).await;
+    assert_eq!(status(&app, &id).await["status"], "renewal_pending", "not revoked: no control failed");
+    app.advance(Duration::days(10)).await;
+    assert_eq!(status(&app, &id).await["status"], "expired", "undecided at the old expiry");
+}
+
+#[tokio::test]
+async fn an_emergency_cannot_be_renewed_before_ratification_and_counts_against_limits() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let id = app
+        .post("/v1/exceptions", &cast.officer, exception_body(json!({"emergency": true, "risk_owner": "erin"})))
+        .await
+        .str("id");
+    let owner = app.token("erin", "requester", None);
+    let r = app
+        .post(
+            &format!("/v1/exceptions/{id}/renewal"),
+            &owner,
+            json!({"expires_at": at(&app, 30), "justification": "Need more time for the fix"}),
+        )
+        .await;
+    assert_eq!((r.status, r.str("code").as_str()), (409, "invalid_transition"), "{}", r.body);
+    // five exceptions hold an asset (one approved to start later): a sixth emergency is refused
+    for i in 0..4 {
+        app.approved(&cast, json!({"assets": ["core-sw"], "control_ids": [format!("X-{i}")]})).await;
+    }
+    app.approved(&cast, json!({"assets": ["core-sw"], "control_ids": ["X-9"], "starts_at": at(&app, 3)})).await;
+    let r = app
+        .post("/v1/exceptions", &cast.officer, exception_body(json!({"emergency": true, "assets": ["core-sw"]})))
+        .await;
+    assert_eq!(
+        (r.status, r.str("code").as_str(), r.body["held_by"].as_array().map(Vec::len)),
+        (422, "limit_exceeded", Some(5)),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn an_assessed_request_times_out_too() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let id = app.pending(&cast, json!({"priority": "urgent"})).await;
+    app.advance(Duration::hours(72)).await;
+    let e = status(&app, &id).await;
+    assert_eq!((e["status"].as_str(), e["status_reason"].as_str()), (Some("rejected"), Some("approval_timeout")));
+}
+
+#[tokio::test]
+async fn two_schedulers_agree_on_events_that_do_not_end_the_exception() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let id = match i % 3 {
+            // 20-day lifetime: the 30d reminder is due at once, the 14d one at day 6
+            0 => app.approved(&cast, json!({"expires_at": at(&app, 20)})).await,
+            1 => app.approved(&cast, json!({"starts_at": at(&app, 1), "expires_at": at(&app, 20)})).await,
+            // standard priority: escalated after 5 days, rejected after 14
+            _ => app.submitted(&cast).await,
+        };
+        ids.push(id);
+    }
+    app.clock.advance(Duration::days(6));
+    let (url, policy, now) = (app.database_url.clone(), app.policy.clone(), app.now());
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, policy) = (url.clone(), policy.clone());
+            std::thread::spawn(move || {
+                let store = leeway_persistence::Store::connect(&url, 1).unwrap();
+                leeway_api::jobs::run_in_batches(&store, &policy, now, 2).unwrap()
+            })
+        })
+        .collect();
+    for r in runs {
+        r.join().unwrap();
+    }
+    assert_eq!(app.run_jobs().await, 0);
+    for (i, id) in ids.iter().enumerate() {
+        let ev = events(&app, id);
+        if i % 3 == 2 {
+            assert_eq!(ev.get("exception.escalated"), Some(&1), "exception {i}: {ev:?}");
+            assert_eq!(status(&app, id).await["status"], "submitted");
+        } else {
+            let thresholds: Vec<String> = payloads(&app, id, "exception.expiring")
+                .iter()
+                .map(|p| p["data"]["changes"]["threshold"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(thresholds, ["30d", "14d"], "exception {i}: each reminder exactly once");
+            assert_eq!(status(&app, id).await["status"], "active");
+            if i % 3 == 1 {
+                assert_eq!(ev.get("exception.activated"), Some(&1), "exception {i}: {ev:?}");
+            }
+        }
+    }
+}

@@ -124,7 +124,16 @@ async fn a_control_failing_on_a_covering_exception_flags_it_at_risk() {
     let r = app.change_control(&id, &c, &cast.analyst, json!({"status": "failed", "evidence": "rule removed"})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["risk"]["residual_level"], "medium", "9.0 is still medium");
-    assert_eq!(r.body["at_risk"], false);
+    assert_eq!(r.body["at_risk"], true, "a failed control flags the exception (spec section 4)");
+    assert_eq!(
+        (r.str("status").as_str(), r.body["round"].as_u64()),
+        ("active", Some(1)),
+        "the level did not rise: no round"
+    );
+    // verified again, every control works: the flag clears
+    let r =
+        app.change_control(&id, &c, &cast.analyst, json!({"status": "verified", "evidence": "rule restored"})).await;
+    assert_eq!(r.body["at_risk"], false, "{}", r.body);
     // a second exception whose failure crosses a level
     let id = app.create(&cast, json!({"submit": true})).await;
     let c = app.get(&format!("/v1/exceptions/{id}"), &cast.analyst).await.body["controls"][0]["id"]
@@ -142,6 +151,11 @@ async fn a_control_failing_on_a_covering_exception_flags_it_at_risk() {
         (Some("high"), Some(true)),
         "{}",
         r.body
+    );
+    assert_eq!(
+        (r.str("status").as_str(), r.body["round"].as_u64()),
+        ("renewal_pending", Some(2)),
+        "above the approved level: a round"
     );
     let h = app.get(&format!("/v1/exceptions/{id}/history"), &cast.officer).await;
     assert!(h.body["items"].as_array().unwrap().iter().any(|e| e["action"] == "at_risk"));

@@ -73,6 +73,9 @@ type Op = dyn Fn(&mut Exception, &Ctx<'_>, &mut Facts<'_>) -> Result<Vec<Happeni
 /// Time rules first (so the action is judged on the true state), then the operation, then
 /// the scheduler's next moment.
 fn governed(e: &mut Exception, ctx: &Ctx<'_>, facts: &mut Facts<'_>, op: &Op) -> Result<Vec<Happening>, StoreError> {
+    // a write that waited behind a later one (a scheduler batch) acts at that later moment
+    let later = Ctx { now: ctx.now.max(e.updated_at), ..*ctx };
+    let ctx = &later;
     let mut happened = governance::tick(e, ctx.policy, ctx.now);
     happened.extend(op(e, ctx, facts)?);
     governance::settle(e, ctx.policy, ctx.now, !happened.is_empty());
@@ -161,6 +164,11 @@ pub async fn create_exception(
                 let (mut e, mut happened) = workflow::create(&dctx, id, k, &input, Uuid::now_v7)?;
                 if submit {
                     happened.extend(submit_with_facts(&mut e, &dctx, facts)?);
+                } else if e.emergency {
+                    // break-glass skips approval, not the limits or repeat detection
+                    let limited = dctx.policy.business_unit_limits.contains_key(&e.fields.business_unit);
+                    let f = facts.submit_facts(&e, now, limited)?;
+                    e.chronic = governance::judge_submit(&e, dctx.policy, &f)?.is_some();
                 }
                 governance::settle(&mut e, dctx.policy, now, true);
                 Ok((e, happened))
