@@ -37,6 +37,31 @@ fn at(app: &TestApp, days: i64) -> String {
     (app.now() + Duration::days(days)).to_rfc3339()
 }
 
+/// Active, medium: 3 x 4 = 12, reduced to 7.2 by one verified high control (which, failing,
+/// makes it high). Returns the exception and the control.
+async fn active_medium_with_verified_control(app: &TestApp, cast: &Cast) -> (String, String) {
+    let id = app.create(cast, json!({"submit": true, "expires_at": at(app, 60)})).await;
+    let c = status(app, &id).await["controls"][0]["id"].as_str().unwrap().to_owned();
+    app.change_control(&id, &c, &cast.analyst, json!({"status": "verified", "evidence": "rules loaded"})).await;
+    let r = app
+        .assess(&id, &cast.analyst, json!({"method": "matrix", "likelihood": 3, "impact": 4, "rationale": "Web app"}))
+        .await;
+    assert_eq!(r.body["risk"]["residual_level"], "medium");
+    app.act(&id, "approve", &cast.officer).await;
+    assert_eq!(app.act(&id, "approve", &cast.asset_owner).await.str("status"), "active");
+    (id, c)
+}
+
+/// An analyst's failing check of control `c`.
+async fn fail_check(app: &TestApp, cast: &Cast, id: &str, c: &str) -> Resp {
+    app.post(
+        &format!("/v1/exceptions/{id}/controls/{c}/checks"),
+        &cast.analyst,
+        json!({"result": "fail", "evidence": "rules gone"}),
+    )
+    .await
+}
+
 /// High risk (4 x 4, no verified control): security officer and CISO; reviews every 30 days.
 async fn active_high(app: &TestApp, cast: &Cast, overrides: Value) -> String {
     let id = app
@@ -380,20 +405,8 @@ async fn overdue_control_checks_put_the_exception_at_risk_and_revoke_it_after_14
 async fn a_failed_check_round_is_saved_by_the_new_levels_approvals() {
     let app = spawn().await;
     let cast = Cast::new(&app);
-    let id = app.create(&cast, json!({"submit": true, "expires_at": at(&app, 60)})).await;
-    let c = status(&app, &id).await["controls"][0]["id"].as_str().unwrap().to_owned();
-    app.change_control(&id, &c, &cast.analyst, json!({"status": "verified", "evidence": "rules loaded"})).await;
-    app.assess(&id, &cast.analyst, json!({"method": "matrix", "likelihood": 3, "impact": 4, "rationale": "Web app"}))
-        .await;
-    app.act(&id, "approve", &cast.officer).await;
-    app.act(&id, "approve", &cast.asset_owner).await;
-    let fail = app
-        .post(
-            &format!("/v1/exceptions/{id}/controls/{c}/checks"),
-            &cast.analyst,
-            json!({"result": "fail", "evidence": "rules gone"}),
-        )
-        .await;
+    let (id, c) = active_medium_with_verified_control(&app, &cast).await;
+    let fail = fail_check(&app, &cast, &id, &c).await;
     assert_eq!(
         (fail.str("status").as_str(), fail.body["at_risk"].as_bool()),
         ("renewal_pending", Some(true)),
@@ -475,20 +488,8 @@ async fn two_schedulers_at_once_apply_each_transition_and_event_exactly_once() {
 async fn rejecting_a_round_opened_by_failed_controls_revokes() {
     let app = spawn().await;
     let cast = Cast::new(&app);
-    let id = app.create(&cast, json!({"submit": true, "expires_at": at(&app, 60)})).await;
-    let c = status(&app, &id).await["controls"][0]["id"].as_str().unwrap().to_owned();
-    app.change_control(&id, &c, &cast.analyst, json!({"status": "verified", "evidence": "rules loaded"})).await;
-    app.assess(&id, &cast.analyst, json!({"method": "matrix", "likelihood": 3, "impact": 4, "rationale": "Web app"}))
-        .await;
-    app.act(&id, "approve", &cast.officer).await;
-    app.act(&id, "approve", &cast.asset_owner).await;
-    let r = app
-        .post(
-            &format!("/v1/exceptions/{id}/controls/{c}/checks"),
-            &cast.analyst,
-            json!({"result": "fail", "evidence": "rules gone"}),
-        )
-        .await;
+    let (id, c) = active_medium_with_verified_control(&app, &cast).await;
+    let r = fail_check(&app, &cast, &id, &c).await;
     assert_eq!(r.str("status"), "renewal_pending");
     let r = app.act(&id, "reject", &cast.officer).await;
     assert_eq!(
