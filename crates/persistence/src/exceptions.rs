@@ -670,12 +670,12 @@ impl Facts<'_> {
         }
         let key = |n: i64| ExceptionKey(u64::try_from(n).unwrap_or(0)).to_string();
         // covering now, or approved to cover later: both hold a place under the limit
-        let covering = exceptions::status.eq_any(LIVE).and(exceptions::expires_at.gt(now).assume_not_null());
+        let holds_place = || exceptions::status.eq_any(LIVE).and(exceptions::expires_at.gt(now).assume_not_null());
         let held: Vec<(String, i64)> = exception_assets::table
             .inner_join(exceptions::table.on(exceptions::id.eq(exception_assets::exception_id)))
             .filter(exception_assets::asset.eq_any(&e.fields.assets))
             .filter(exceptions::id.ne(&me))
-            .filter(covering)
+            .filter(holds_place())
             .select((exception_assets::asset, exceptions::key_num))
             .load(conn)?;
         let mut covering_on_assets: Vec<(String, Vec<String>)> = Vec::new();
@@ -689,7 +689,7 @@ impl Facts<'_> {
             exceptions::table
                 .filter(exceptions::business_unit.eq(&e.fields.business_unit))
                 .filter(exceptions::id.ne(&me))
-                .filter(exceptions::status.eq_any(LIVE).and(exceptions::expires_at.gt(now).assume_not_null()))
+                .filter(holds_place())
                 .select(exceptions::key_num)
                 .load::<i64>(conn)?
                 .into_iter()

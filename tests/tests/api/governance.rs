@@ -62,6 +62,22 @@ async fn fail_check(app: &TestApp, cast: &Cast, id: &str, c: &str) -> Resp {
     .await
 }
 
+/// Runs two schedulers on their own threads and connections at the server's clock, in
+/// two-row batches so their transactions interleave; returns how many exceptions they looked at.
+fn two_schedulers_at_once(app: &TestApp) -> usize {
+    let (url, policy, now) = (app.database_url.clone(), app.policy.clone(), app.now());
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, policy) = (url.clone(), policy.clone());
+            std::thread::spawn(move || {
+                let store = leeway_persistence::Store::connect(&url, 1).unwrap();
+                leeway_api::jobs::run_in_batches(&store, &policy, now, 2).unwrap()
+            })
+        })
+        .collect();
+    runs.into_iter().map(|h| h.join().unwrap()).sum()
+}
+
 /// High risk (4 x 4, no verified control): security officer and CISO; reviews every 30 days.
 async fn active_high(app: &TestApp, cast: &Cast, overrides: Value) -> String {
     let id = app
@@ -442,18 +458,7 @@ async fn two_schedulers_at_once_apply_each_transition_and_event_exactly_once() {
     }
     // 41 days later every one of them has several rules due at once
     app.clock.advance(Duration::days(41));
-    let (url, policy, now) = (app.database_url.clone(), app.policy.clone(), app.now());
-    let runs: Vec<_> = (0..2)
-        .map(|_| {
-            let (url, policy) = (url.clone(), policy.clone());
-            std::thread::spawn(move || {
-                let store = leeway_persistence::Store::connect(&url, 1).unwrap();
-                // small batches, so the two runs interleave many transactions
-                leeway_api::jobs::run_in_batches(&store, &policy, now, 2).unwrap()
-            })
-        })
-        .collect();
-    let looked_at: usize = runs.into_iter().map(|h| h.join().unwrap()).sum();
+    let looked_at = two_schedulers_at_once(&app);
     assert!(looked_at >= 24, "the two runs covered all the work: {looked_at}");
     assert_eq!(app.run_jobs().await, 0, "nothing is left due");
     for (i, id) in ids.iter().enumerate() {
@@ -587,19 +592,7 @@ async fn two_schedulers_agree_on_events_that_do_not_end_the_exception() {
         ids.push(id);
     }
     app.clock.advance(Duration::days(6));
-    let (url, policy, now) = (app.database_url.clone(), app.policy.clone(), app.now());
-    let runs: Vec<_> = (0..2)
-        .map(|_| {
-            let (url, policy) = (url.clone(), policy.clone());
-            std::thread::spawn(move || {
-                let store = leeway_persistence::Store::connect(&url, 1).unwrap();
-                leeway_api::jobs::run_in_batches(&store, &policy, now, 2).unwrap()
-            })
-        })
-        .collect();
-    for r in runs {
-        r.join().unwrap();
-    }
+    two_schedulers_at_once(&app);
     assert_eq!(app.run_jobs().await, 0);
     for (i, id) in ids.iter().enumerate() {
         let ev = events(&app, id);
