@@ -1,7 +1,7 @@
 //! The operations on an exception: each checks state, role and separation of duties, changes
 //! the aggregate, and says what happened so that the caller can audit and publish it.
 
-use chrono::{DateTime, Duration, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -904,9 +904,4 @@ pub fn change_control(
 /// The moment an exception of `priority` submitted at `submitted_at` passes its SLA.
 pub fn sla_deadline(policy: &ApprovalPolicy, e: &Exception) -> Option<DateTime<Utc>> {
     e.submitted_at.map(|s| policy.sla_deadline(e.fields.priority, s))
-}
-
-/// How long from `start` until `end`, never negative.
-pub fn lifetime(start: DateTime<Utc>, end: DateTime<Utc>) -> Duration {
-    (end - start).max(Duration::zero())
 }

@@ -166,8 +166,7 @@ pub async fn create_exception(
                     happened.extend(submit_with_facts(&mut e, &dctx, facts)?);
                 } else if e.emergency {
                     // break-glass skips approval, not the limits or repeat detection
-                    let limited = dctx.policy.business_unit_limits.contains_key(&e.fields.business_unit);
-                    let f = facts.submit_facts(&e, now, limited)?;
+                    let f = facts_for(&e, &dctx, facts)?;
                     e.chronic = governance::judge_submit(&e, dctx.policy, &f)?.is_some();
                 }
                 governance::settle(&mut e, dctx.policy, now, true);
@@ -356,11 +355,22 @@ macro_rules! action {
     };
 }
 
+/// What the database knows that limits and repeat detection need (the business unit's
+/// count only when the policy limits that unit).
+fn facts_for(e: &Exception, ctx: &Ctx<'_>, facts: &mut Facts<'_>) -> Result<governance::SubmitFacts, StoreError> {
+    let limited = ctx.policy.business_unit_limits.contains_key(&e.fields.business_unit);
+    facts.submit_facts(e, ctx.now, limited)
+}
+
 /// Submits with what the database knows: covering limits and earlier repeats.
 fn submit_with_facts(e: &mut Exception, ctx: &Ctx<'_>, facts: &mut Facts<'_>) -> Result<Vec<Happening>, StoreError> {
-    let limited = ctx.policy.business_unit_limits.contains_key(&e.fields.business_unit);
-    let f = facts.submit_facts(e, ctx.now, limited)?;
+    let f = facts_for(e, ctx, facts)?;
     Ok(workflow::submit(e, ctx, &f)?)
+}
+
+/// A control id from the path; one that is not a UUID names no control.
+fn control_ref(raw: &str) -> Result<ControlId, ApiError> {
+    Uuid::parse_str(raw).map(ControlId).map_err(|_| ApiError::from(DomainError::NoSuchControl(raw.to_owned())))
 }
 
 /// Adapts a comment-taking domain action to a handler operation.
@@ -561,11 +571,9 @@ pub async fn change_control(
     body: JsonBody<ControlChangeBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, control) = path.into_inner();
-    let control = Uuid::parse_str(&control)
-        .map(ControlId)
-        .map_err(|_| ApiError::from(DomainError::NoSuchControl(control.clone())))?;
-    let change = ControlChangeBody { status: body.value.status, evidence: body.value.evidence.clone() };
-    let change = ControlChange { status: change.status.map(|s| s.as_str().to_owned()), evidence: change.evidence };
+    let control = control_ref(&control)?;
+    let ControlChangeBody { status, evidence } = body.value;
+    let change = ControlChange { status: status.map(|s| s.as_str().to_owned()), evidence };
     let w = Write { req, caller, id, if_match, key: IdempotencyKey(None), digest: body.digest, status: StatusCode::OK };
     mutate(state, w, move |e, ctx, _| Ok(workflow::change_control(e, ctx, control, &change)?)).await
 }
@@ -733,9 +741,7 @@ pub async fn check_control(
     body: JsonBody<CheckBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, control) = path.into_inner();
-    let control = Uuid::parse_str(&control)
-        .map(ControlId)
-        .map_err(|_| ApiError::from(DomainError::NoSuchControl(control.clone())))?;
+    let control = control_ref(&control)?;
     let CheckBody { result, evidence } = body.value;
     let w = Write { req, caller, id, if_match, key, digest: body.digest, status: StatusCode::OK };
     mutate(state, w, move |e, ctx, _| {
