@@ -174,6 +174,11 @@ impl TestApp {
     /// Runs the scheduler once at the server's clock, as `leeway jobs run-once` would;
     /// returns how many exceptions had due rules.
     pub async fn run_jobs(&self) -> usize {
+        self.run_scheduler().await.exceptions
+    }
+
+    /// Runs the scheduler once at the server's clock and reports everything it did.
+    pub async fn run_scheduler(&self) -> leeway_api::jobs::Report {
         let (url, policy, now) = (self.database_url.clone(), self.policy.clone(), self.now());
         tokio::task::spawn_blocking(move || {
             let store = leeway_persistence::Store::connect(&url, 1).expect("connect");

@@ -20,9 +20,21 @@ pub const BATCH: i64 = 100;
 /// Most batches per run, so one run always ends.
 const MAX_BATCHES: usize = 10_000;
 
-/// Applies every due time rule at `now`; returns how many exceptions were looked at.
-pub fn run_once(store: &Store, policy: &ApprovalPolicy, now: DateTime<Utc>) -> Result<usize, StoreError> {
-    run_in_batches(store, policy, now, BATCH)
+/// What one scheduler run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// Exceptions whose due time rules were applied.
+    pub exceptions: usize,
+    /// Idempotency keys forgotten because their 24-hour window had passed.
+    pub purged_keys: usize,
+}
+
+/// Applies every due time rule at `now` and forgets expired idempotency keys, so that table
+/// stays bounded by a day of traffic.
+pub fn run_once(store: &Store, policy: &ApprovalPolicy, now: DateTime<Utc>) -> Result<Report, StoreError> {
+    let exceptions = run_in_batches(store, policy, now, BATCH)?;
+    let purged_keys = store.purge_idempotency_keys(now)?;
+    Ok(Report { exceptions, purged_keys })
 }
 
 /// [`run_once`] with `batch` exceptions per transaction.
@@ -67,8 +79,8 @@ pub fn spawn(store: Store, policy: ApprovalPolicy, clock: Arc<dyn Clock>, interv
             // a panic in one run must not stop the scheduler for the life of the process
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_once(&store, &policy, clock.now())));
             match run {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!(exceptions = n, "scheduler applied due time rules"),
+                Ok(Ok(Report { exceptions: 0, purged_keys: 0 })) => {}
+                Ok(Ok(r)) => tracing::info!(exceptions = r.exceptions, purged_keys = r.purged_keys, "scheduler run"),
                 Ok(Err(e)) => tracing::error!(error = %e, "scheduler run failed; retrying next interval"),
                 Err(_) => tracing::error!("scheduler run panicked; retrying next interval"),
             }

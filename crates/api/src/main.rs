@@ -122,8 +122,11 @@ fn run(cli: Cli) -> Result<(), String> {
             init_logs(&config);
             let store = leeway_persistence::Store::connect(&config.database_url, 1).map_err(|e| e.to_string())?;
             store.migrate().map_err(|e| e.to_string())?;
-            let n = leeway_api::jobs::run_once(&store, &config.policy, SystemClock.now()).map_err(|e| e.to_string())?;
-            println!("{n} exception(s) had due time rules applied");
+            let r = leeway_api::jobs::run_once(&store, &config.policy, SystemClock.now()).map_err(|e| e.to_string())?;
+            println!(
+                "{} exception(s) had due time rules applied; {} expired idempotency key(s) forgotten",
+                r.exceptions, r.purged_keys
+            );
             Ok(())
         }
         Command::Openapi => {

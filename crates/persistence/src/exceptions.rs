@@ -601,10 +601,11 @@ impl Store {
             .collect()
     }
 
-    /// Forgets idempotency keys older than `before`; returns how many.
-    pub fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+    /// Forgets the idempotency keys whose replay window has passed at `now`; returns how many.
+    pub fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let before = naive(now - chrono::Duration::hours(IDEMPOTENCY_WINDOW_HOURS));
         let mut conn = self.conn()?;
-        Ok(diesel::delete(idempotency_keys::table.filter(idempotency_keys::created_at.lt(naive(before))))
+        Ok(diesel::delete(idempotency_keys::table.filter(idempotency_keys::created_at.le(before)))
             .execute(&mut conn)?)
     }
 }

@@ -60,6 +60,17 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body() 
     let s2 = app.send("POST", &format!("/v1/exceptions/{id}/submit"), Some(&cast.requester), None, &k).await;
     assert_eq!((s1.status, s2.status), (200, 200));
     assert_eq!(s1.body, s2.body);
+    // 24 hours later the key is forgotten and the same request creates anew
+    app.clock.advance(chrono::Duration::hours(24));
+    let later = app.send("POST", "/v1/exceptions", Some(&cast.requester), Some(&body), &key).await;
+    assert_eq!(later.status, 201);
+    assert_ne!(later.body["id"], first.body["id"]);
+    assert!(later.header("idempotent-replayed").is_none());
+    // the scheduler forgets the other expired keys (bob2's create and the submit); the key
+    // just stored again is fresh and stays
+    assert_eq!(app.run_scheduler().await.purged_keys, 2);
+    let again_later = app.send("POST", "/v1/exceptions", Some(&cast.requester), Some(&body), &key).await;
+    assert_eq!(again_later.body, later.body, "the fresh key still replays");
     let bad = app
         .send("POST", "/v1/exceptions", Some(&cast.requester), Some(&body), &[("idempotency-key", "has space")])
         .await;
