@@ -1,56 +1,193 @@
-//! The audit trail's hash chain (spec section 7).
+//! The audit trail (spec section 7): one event type from the happening to the stored row to
+//! the view, and its hash chain.
 //!
-//! `hash = SHA-256(prev_hash || "\n" || canonical JSON of the event)`, hex-encoded. The
-//! canonical form is JSON with object keys sorted and no insignificant white space, which is
-//! what `serde_json::Value` prints; the chain is per exception and starts from 64 zeros.
+//! `hash = SHA-256(prev_hash || "\n" || canonical JSON of the entry)`, hex-encoded. The
+//! canonical form is JSON with object keys sorted and no insignificant white space; the chain
+//! is per exception and starts from 64 zeros.
 
-use serde_json::Value;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+use crate::access::Actor;
+use crate::ids::{ExceptionId, Subject};
+use crate::kinds::{AuditAction, Role, Status};
+use crate::record::{Happening, Record};
 
 /// The `prev_hash` of an exception's first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The hash of an event whose body (everything but `seq`, `prev_hash` and `hash`) is `body`.
-pub fn chain_hash(prev_hash: &str, body: &Value) -> String {
-    let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
-    h.update(b"\n");
-    h.update(body.to_string().as_bytes());
-    hex::encode(h.finalize())
+/// What an audit event says: everything its hash covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The exception.
+    pub exception_id: ExceptionId,
+    /// What happened.
+    pub action: AuditAction,
+    /// Who: the caller, or `system` for what time did.
+    pub actor: Subject,
+    /// The actor's roles at the time (none for `system`).
+    pub roles: Vec<Role>,
+    /// The person an integration acted for.
+    pub on_behalf_of: Option<Subject>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// State before (none at creation).
+    pub from_status: Option<Status>,
+    /// State after.
+    pub to_status: Status,
+    /// What changed.
+    pub changes: Value,
+    /// The request that caused it.
+    pub request_id: Option<String>,
 }
 
-/// Verifies a chain given as `(prev_hash, body, hash)` in order; returns the index of the
-/// first event that does not match, if any.
-pub fn first_broken<'a>(events: impl IntoIterator<Item = (&'a str, &'a Value, &'a str)>) -> Option<usize> {
-    let mut expected_prev = GENESIS.to_owned();
-    for (i, (prev, body, hash)) in events.into_iter().enumerate() {
-        if prev != expected_prev || chain_hash(prev, body) != hash {
+impl Entry {
+    /// The entry for a happening on `e`, caused by `actor` (or by time) at `at`.
+    pub fn new(e: &Record, h: &Happening, actor: &Actor, at: DateTime<Utc>, request_id: Option<&str>) -> Self {
+        let (who, roles) =
+            if h.by_system { (Subject::system(), Vec::new()) } else { (actor.subject.clone(), actor.roles.clone()) };
+        Self {
+            exception_id: e.id,
+            action: h.action,
+            on_behalf_of: if !h.by_system && e.requester == actor.subject { e.on_behalf_of.clone() } else { None },
+            actor: who,
+            roles,
+            at,
+            from_status: h.from,
+            to_status: h.to,
+            changes: h.changes.clone(),
+            request_id: request_id.map(str::to_owned),
+        }
+    }
+
+    /// The canonical body the hash covers.
+    pub fn body(&self) -> Value {
+        json!({
+            "exception_id": self.exception_id.to_string(),
+            "action": self.action,
+            "actor": {"subject": self.actor, "roles": self.roles},
+            "on_behalf_of": self.on_behalf_of,
+            "at": self.at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            "from_status": self.from_status,
+            "to_status": self.to_status,
+            "changes": self.changes,
+            "request_id": self.request_id,
+        })
+    }
+
+    /// This entry's hash when it follows `prev_hash` in its chain.
+    pub fn hash(&self, prev_hash: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(prev_hash.as_bytes());
+        h.update(b"\n");
+        h.update(canonical(&self.body()).as_bytes());
+        hex::encode(h.finalize())
+    }
+}
+
+/// An audit event as stored: its entry, its place in the global order and in its chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Global order.
+    pub seq: i64,
+    /// What it says.
+    pub entry: Entry,
+    /// The previous event's hash in this exception's chain.
+    pub prev_hash: String,
+    /// SHA-256 over `prev_hash` and the entry.
+    pub hash: String,
+}
+
+/// Verifies one exception's chain, oldest first: the index of the first event that does not
+/// match its hash or does not link to its predecessor.
+pub fn first_broken(events: &[Event]) -> Option<usize> {
+    let mut expected_prev = GENESIS;
+    for (i, e) in events.iter().enumerate() {
+        if e.prev_hash != expected_prev || e.entry.hash(&e.prev_hash) != e.hash {
             return Some(i);
         }
-        expected_prev = hash.to_owned();
+        expected_prev = &e.hash;
     }
     None
+}
+
+/// JSON with object keys sorted and no white space, whatever order the map keeps.
+pub fn canonical(v: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    if let Some(item) = map.get(k) {
+                        write(item, out);
+                    }
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use uuid::Uuid;
 
-    #[test]
-    fn chain_detects_a_changed_event() {
-        let a = json!({"action": "created", "at": "2026-01-01T00:00:00Z"});
-        let b = json!({"action": "submitted", "at": "2026-01-01T00:01:00Z"});
-        let ha = chain_hash(GENESIS, &a);
-        let hb = chain_hash(&ha, &b);
-        assert_eq!(first_broken([(GENESIS, &a, ha.as_str()), (ha.as_str(), &b, hb.as_str())]), None);
-        let forged = json!({"action": "submitted", "at": "2026-01-01T00:02:00Z"});
-        assert_eq!(first_broken([(GENESIS, &a, ha.as_str()), (ha.as_str(), &forged, hb.as_str())]), Some(1));
+    fn entry(action: AuditAction, at: &str) -> Entry {
+        Entry {
+            exception_id: ExceptionId(Uuid::nil()),
+            action,
+            actor: Subject::system(),
+            roles: Vec::new(),
+            on_behalf_of: None,
+            at: at.parse().unwrap(),
+            from_status: None,
+            to_status: Status::Draft,
+            changes: json!({"b": 1, "a": [{"y": 2, "x": 1}]}),
+            request_id: None,
+        }
     }
 
     #[test]
-    fn canonical_form_sorts_keys() {
-        let x: Value = serde_json::from_str(r#"{"b":1,"a":2}"#).unwrap();
-        assert_eq!(x.to_string(), r#"{"a":2,"b":1}"#);
+    fn the_chain_detects_a_changed_event() {
+        let a = entry(AuditAction::Created, "2026-01-01T00:00:00Z");
+        let b = entry(AuditAction::Submitted, "2026-01-01T00:01:00Z");
+        let ha = a.hash(GENESIS);
+        let hb = b.hash(&ha);
+        let mut events = vec![
+            Event { seq: 1, entry: a, prev_hash: GENESIS.to_owned(), hash: ha.clone() },
+            Event { seq: 2, entry: b, prev_hash: ha, hash: hb },
+        ];
+        assert_eq!(first_broken(&events), None);
+        events[1].entry.at = "2026-01-01T00:02:00Z".parse().unwrap();
+        assert_eq!(first_broken(&events), Some(1));
+    }
+
+    #[test]
+    fn the_canonical_form_sorts_keys_at_every_depth() {
+        let v: Value = serde_json::from_str(r#"{"b":1,"a":{"d":[{"z":0,"y":"\n"}],"c":null}}"#).unwrap();
+        assert_eq!(canonical(&v), r#"{"a":{"c":null,"d":[{"y":"\n","z":0}]},"b":1}"#);
     }
 }

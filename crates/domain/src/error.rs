@@ -1,24 +1,25 @@
 //! The errors the domain refuses with, each carrying what a caller needs to fix the request.
 
-use crate::lifecycle::{Action, Status};
-use crate::role::Role;
+use chrono::{DateTime, Utc};
 
-/// One invalid field of a request, named by its JSON path (`assets[3]`, `risk.likelihood`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct FieldError {
-    /// The field's path in the request body, dotted, with `[i]` for array items.
-    pub field: String,
-    /// A stable machine token: `too_short`, `too_long`, `required`, `out_of_range`, ...
-    pub code: &'static str,
-    /// A sentence a person can act on.
-    pub message: String,
-}
+use crate::kinds::{Action, Level, Role, Status};
+use crate::text::FieldError;
 
-impl FieldError {
-    /// A field error.
-    pub fn new(field: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
-        Self { field: field.into(), code, message: message.into() }
-    }
+/// The longest lifetime the policy allows, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxDuration {
+    /// The residual level's maximum.
+    Level {
+        /// The residual level that decides it.
+        level: Level,
+        /// The maximum, in days.
+        days: u32,
+    },
+    /// An emergency exception awaiting ratification.
+    Emergency {
+        /// The maximum, in hours.
+        hours: u32,
+    },
 }
 
 /// Why the domain refused an operation.
@@ -37,7 +38,7 @@ pub enum DomainError {
         /// What may be done from that state.
         allowed: Vec<Action>,
     },
-    /// The caller's roles do not permit the action.
+    /// The caller's roles (or their relation to the exception) do not permit the action.
     #[error("the caller's roles do not permit {action}")]
     Forbidden {
         /// What was attempted.
@@ -45,20 +46,24 @@ pub enum DomainError {
         /// Roles, any of which would permit it.
         needs: Vec<Role>,
     },
+    /// A requester may only file exceptions in their own business unit.
+    #[error("a requester may only create exceptions in their own business unit, {unit}")]
+    OutsideBusinessUnit {
+        /// The caller's business unit.
+        unit: String,
+    },
     /// The action would break separation of duties.
     #[error("separation of duties: {0}")]
     SeparationOfDuties(String),
-    /// The requested expiry is longer than the residual level allows.
-    #[error("expires_at exceeds the maximum duration of {max_days} days for residual level {level}")]
+    /// The requested expiry is later than the policy allows.
+    #[error("expires_at is later than the policy allows")]
     DurationExceedsPolicy {
-        /// The residual level that decides the maximum.
-        level: crate::risk::Level,
-        /// The maximum, in days.
-        max_days: u32,
+        /// The maximum that applies.
+        max: MaxDuration,
         /// The latest allowed expiry.
-        latest_expires_at: chrono::DateTime<chrono::Utc>,
+        latest_expires_at: DateTime<Utc>,
     },
-    /// A submit would make an asset (or a business unit) exceed its covering-exception limit.
+    /// An asset (or a business unit) would hold more covering exceptions than its limit.
     #[error("{scope} {name} already has {} covering exception(s); the limit is {limit}", holders.len())]
     LimitExceeded {
         /// `asset` or `business_unit`.
@@ -67,12 +72,19 @@ pub enum DomainError {
         name: String,
         /// The limit.
         limit: u32,
-        /// Keys of the covering exceptions that hold it.
+        /// Keys of the exceptions that hold its places.
         holders: Vec<String>,
     },
     /// A compensating control id that the exception does not have.
     #[error("no compensating control {0}")]
     NoSuchControl(String),
+    /// Arithmetic on stored values left the representable range (a moment beyond the calendar,
+    /// a version beyond 2^63): stored data is damaged, as input is bounded and cannot cause it.
+    #[error("arithmetic overflowed computing {0}")]
+    Overflow(&'static str),
+    /// The facts a rule needs could not be read; the reader keeps the cause.
+    #[error("the facts for {0} could not be read")]
+    FactsUnavailable(&'static str),
 }
 
 impl DomainError {
@@ -82,39 +94,14 @@ impl DomainError {
     }
 }
 
-/// Collects field errors while parsing a request, so that every bad field is reported at once.
-#[derive(Debug, Default)]
-pub struct Errors(Vec<FieldError>);
-
-impl Errors {
-    /// Records a failed parse and returns its value when it succeeded.
-    pub fn take<T>(&mut self, result: Result<T, FieldError>) -> Option<T> {
-        match result {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.0.push(e);
-                None
-            }
-        }
+impl From<Vec<FieldError>> for DomainError {
+    fn from(errors: Vec<FieldError>) -> Self {
+        Self::Invalid(errors)
     }
+}
 
-    /// Records a field error.
-    pub fn push(&mut self, e: FieldError) {
-        self.0.push(e);
-    }
-
-    /// Appends the errors of a nested parse.
-    pub fn extend(&mut self, errors: Vec<FieldError>) {
-        self.0.extend(errors);
-    }
-
-    /// `Ok(())` when nothing was recorded.
-    pub fn finish(self) -> Result<(), DomainError> {
-        if self.0.is_empty() { Ok(()) } else { Err(DomainError::Invalid(self.0)) }
-    }
-
-    /// Whether anything was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+impl From<FieldError> for DomainError {
+    fn from(error: FieldError) -> Self {
+        Self::Invalid(vec![error])
     }
 }

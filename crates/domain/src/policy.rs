@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::record::{Exception, Priority, Subject};
-use crate::risk::Level;
-use crate::role::Role;
+use crate::ids::Subject;
+use crate::kinds::{Level, Priority, Role};
+use crate::record::Record;
+use crate::time;
 
 /// What one residual level demands.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -114,35 +115,36 @@ impl ApprovalPolicy {
 
     /// The longest lifetime a level allows.
     pub fn max_duration(&self, level: Level) -> Duration {
-        Duration::days(i64::from(self.level(level).max_duration_days))
+        time::days(self.level(level).max_duration_days)
     }
 
     /// The review interval of a level.
     pub fn review_interval(&self, level: Level) -> Duration {
-        Duration::days(i64::from(self.level(level).review_every_days))
+        time::days(self.level(level).review_every_days)
     }
 
-    /// When a request submitted at `submitted_at` is rejected for want of a decision.
-    pub fn timeout_deadline(&self, priority: Priority, submitted_at: DateTime<Utc>) -> DateTime<Utc> {
+    /// When a request submitted at `submitted_at` is rejected for want of a decision (`None`:
+    /// beyond the calendar, never).
+    pub fn timeout_deadline(&self, priority: Priority, submitted_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let h = match priority {
             Priority::Urgent => self.timeout_urgent_hours,
             Priority::Standard => self.timeout_standard_hours,
         };
-        submitted_at + Duration::hours(i64::from(h))
+        time::add(submitted_at, time::hours(h))
     }
 
     /// When the approval SLA of a request submitted at `submitted_at` runs out.
-    pub fn sla_deadline(&self, priority: Priority, submitted_at: DateTime<Utc>) -> DateTime<Utc> {
+    pub fn sla_deadline(&self, priority: Priority, submitted_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let h = match priority {
             Priority::Urgent => self.sla_urgent_hours,
             Priority::Standard => self.sla_standard_hours,
         };
-        submitted_at + Duration::hours(i64::from(h))
+        time::add(submitted_at, time::hours(h))
     }
 
     /// The approvals an exception needs in its current round, with their reasons, and who
     /// satisfied each. Empty until the exception has been assessed.
-    pub fn required_approvals(&self, e: &Exception) -> Vec<RequiredApproval> {
+    pub fn required_approvals(&self, e: &Record) -> Vec<RequiredApproval> {
         let Some(risk) = e.risk() else { return Vec::new() };
         let level = risk.residual_level();
         let mut out: Vec<RequiredApproval> = self
@@ -168,8 +170,11 @@ impl ApprovalPolicy {
     }
 
     /// Checks the policy read from configuration: each level names at least one approver
-    /// role, durations and intervals are positive.
+    /// role; durations and intervals are positive and at most a hundred years, so that date
+    /// arithmetic on any record's moments stays within the calendar.
     pub fn check(&self) -> Result<(), String> {
+        const MAX_DAYS: u32 = 36_500;
+        const MAX_HOURS: u32 = MAX_DAYS * 24;
         for (name, l) in
             [("low", &self.low), ("medium", &self.medium), ("high", &self.high), ("critical", &self.critical)]
         {
@@ -179,23 +184,40 @@ impl ApprovalPolicy {
             if let Some(r) = l.approvals.iter().find(|r| !r.is_approver()) {
                 return Err(format!("policy level {name}: {r} cannot approve"));
             }
-            if l.max_duration_days == 0 || l.review_every_days == 0 {
-                return Err(format!("policy level {name}: durations must be positive"));
+            for (what, v) in [("max_duration_days", l.max_duration_days), ("review_every_days", l.review_every_days)] {
+                if !(1..=MAX_DAYS).contains(&v) {
+                    return Err(format!("policy level {name}: {what} must be 1..{MAX_DAYS}"));
+                }
             }
         }
+        let hours = [
+            ("sla_urgent_hours", self.sla_urgent_hours),
+            ("sla_standard_hours", self.sla_standard_hours),
+            ("timeout_urgent_hours", self.timeout_urgent_hours),
+            ("timeout_standard_hours", self.timeout_standard_hours),
+            ("emergency_max_hours", self.emergency_max_hours),
+        ];
+        for (what, v) in hours {
+            if !(1..=MAX_HOURS).contains(&v) {
+                return Err(format!("policy {what} must be 1..{MAX_HOURS}"));
+            }
+        }
+        let days = [
+            ("review_grace_days", self.review_grace_days),
+            ("controls_failed_grace_days", self.controls_failed_grace_days),
+        ];
+        for (what, v) in days.into_iter().chain(self.reminder_days_before.iter().map(|d| ("reminder_days_before", *d)))
+        {
+            if v > MAX_DAYS {
+                return Err(format!("policy {what} must be at most {MAX_DAYS}"));
+            }
+        }
+        if self.reminder_lifetime_percent > 100 {
+            return Err("policy reminder_lifetime_percent must be at most 100".to_owned());
+        }
+        if !self.chronic_approver.is_approver() {
+            return Err(format!("policy chronic_approver: {} cannot approve", self.chronic_approver));
+        }
         Ok(())
-    }
-}
-
-impl serde::Serialize for Role {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Role {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Role::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown role {s}")))
     }
 }

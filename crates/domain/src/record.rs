@@ -1,168 +1,21 @@
-//! The exception record (spec section 1): identifiers, parsed value types and the aggregate.
+//! The exception record (spec section 1) and its parts, each parsed so that a value in hand
+//! obeys its rules, and the one door through which its status changes.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use std::fmt;
+use serde_json::{Value, json};
+use std::ops::{Deref, DerefMut};
 use uuid::Uuid;
 
-use crate::error::{DomainError, Errors, FieldError};
-use crate::lifecycle::Status;
-use crate::risk::{Assessment, Effectiveness, RiskSnapshot};
-use crate::role::Role;
-
-/// An exception's immutable identifier (UUID v7, so ids sort by creation time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ExceptionId(pub Uuid);
-
-impl fmt::Display for ExceptionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// The human-friendly key, `EXC-000042`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ExceptionKey(pub u64);
-
-impl fmt::Display for ExceptionKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EXC-{:06}", self.0)
-    }
-}
-
-impl ExceptionKey {
-    /// Parses `EXC-` followed by six or more digits.
-    pub fn parse(s: &str) -> Option<Self> {
-        let digits = s.strip_prefix("EXC-")?;
-        if digits.len() < 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        digits.parse().ok().map(Self)
-    }
-}
-
-/// Either form a caller may use to name an exception.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExceptionRef {
-    /// By UUID.
-    Id(ExceptionId),
-    /// By `EXC-` key.
-    Key(ExceptionKey),
-}
-
-impl ExceptionRef {
-    /// Parses a path segment: a UUID or an `EXC-` key.
-    pub fn parse(s: &str) -> Option<Self> {
-        if let Some(k) = ExceptionKey::parse(s) {
-            return Some(Self::Key(k));
-        }
-        Uuid::parse_str(s).ok().map(|u| Self::Id(ExceptionId(u)))
-    }
-}
-
-/// A person or service account, as named by the `sub` claim of a token.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Subject(String);
-
-impl Subject {
-    /// Parses a subject: 1..200 characters after trimming.
-    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
-        bounded(field, raw, 1, 200).map(Self)
-    }
-    /// The subject as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Subject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Trims `raw` and checks its length in characters.
-pub fn bounded(field: &str, raw: &str, min: usize, max: usize) -> Result<String, FieldError> {
-    let s = raw.trim();
-    let n = s.chars().count();
-    if n < min {
-        let code = if n == 0 { "required" } else { "too_short" };
-        return Err(FieldError::new(field, code, format!("must be at least {min} characters")));
-    }
-    if n > max {
-        return Err(FieldError::new(field, "too_long", format!("must be at most {max} characters")));
-    }
-    Ok(s.to_owned())
-}
-
-macro_rules! enum_str {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum $name { $($(#[$vm])* $v),+ }
-
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$v),+];
-            /// The wire name.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$v => $s),+ }
-            }
-            /// Parses the wire name.
-            pub fn parse(s: &str) -> Option<Self> {
-                match s { $($s => Some($name::$v),)+ _ => None }
-            }
-            /// Parses the wire name, or names the field and the allowed values.
-            pub fn parse_field(field: &str, s: &str) -> Result<Self, $crate::error::FieldError> {
-                Self::parse(s).ok_or_else(|| $crate::error::FieldError::new(field, "invalid_value", format!(
-                    "must be one of: {}", Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", "))))
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-pub(crate) use enum_str;
-
-enum_str!(
-    /// What kind of deviation the exception is.
-    Category {
-        /// Multi-factor authentication bypass.
-        MfaBypass = "mfa_bypass",
-        /// A firewall rule outside policy.
-        FirewallRule = "firewall_rule",
-        /// A deferred patch.
-        PatchDeferral = "patch_deferral",
-        /// Encryption below policy.
-        Encryption = "encryption",
-        /// Unsupported software.
-        LegacySoftware = "legacy_software",
-        /// Privileges beyond policy.
-        ElevatedAccess = "elevated_access",
-        /// Third-party access.
-        VendorAccess = "vendor_access",
-        /// A configuration deviation.
-        Configuration = "configuration",
-        /// Data handling outside policy.
-        DataHandling = "data_handling",
-        /// Anything else.
-        Other = "other",
-    }
-);
-
-enum_str!(
-    /// Drives the approval SLA.
-    Priority {
-        /// 5-day SLA.
-        Standard = "standard",
-        /// 24-hour SLA.
-        Urgent = "urgent",
-    }
-);
+use crate::error::DomainError;
+use crate::ids::{ControlId, ExceptionId, ExceptionKey, Subject};
+use crate::kinds::{
+    Action, AuditAction, Category, CheckResult, ControlKind, ControlStatus, Effectiveness, EventType, Level, Priority,
+    Reason, ReviewOutcome, Role, Status,
+};
+use crate::lifecycle;
+use crate::risk::{Assessment, RiskSnapshot};
+use crate::text::{Errors, FieldError, bounded};
+use crate::time;
 
 /// A link to a record in another system; `(system, id)` is unique across exceptions.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -175,13 +28,13 @@ pub struct ExternalRef {
     pub url: Option<String>,
 }
 
-/// The caller-writable fields of an exception, unparsed, as they arrive.
+/// The caller-writable fields of an exception as they arrive: typed, not yet checked.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FieldsInput {
     /// See [`Fields::title`].
     pub title: Option<String>,
-    /// Category wire name.
-    pub category: Option<String>,
+    /// The kind of deviation.
+    pub category: Option<Category>,
     /// Policy deviated from.
     pub policy_id: Option<String>,
     /// Controls deviated from.
@@ -196,8 +49,8 @@ pub struct FieldsInput {
     pub business_impact: Option<String>,
     /// The accountable person.
     pub risk_owner: Option<String>,
-    /// Priority wire name.
-    pub priority: Option<String>,
+    /// Drives the approval SLA; default `standard`.
+    pub priority: Option<Priority>,
     /// When coverage begins.
     pub starts_at: Option<DateTime<Utc>>,
     /// When coverage ends.
@@ -210,6 +63,72 @@ pub struct FieldsInput {
     pub external_refs: Option<Vec<ExternalRef>>,
     /// Free labels.
     pub tags: Option<Vec<String>>,
+}
+
+/// A JSON merge patch (RFC 7396) of the fields: `None` keeps a field, `Some(None)` removes
+/// it, `Some(Some(v))` replaces it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FieldsPatch {
+    /// Title.
+    pub title: Option<Option<String>>,
+    /// Category.
+    pub category: Option<Option<Category>>,
+    /// Policy.
+    pub policy_id: Option<Option<String>>,
+    /// Controls deviated from.
+    pub control_ids: Option<Option<Vec<String>>>,
+    /// Assets.
+    pub assets: Option<Option<Vec<String>>>,
+    /// Business unit.
+    pub business_unit: Option<Option<String>>,
+    /// Justification.
+    pub justification: Option<Option<String>>,
+    /// Business impact.
+    pub business_impact: Option<Option<String>>,
+    /// Risk owner.
+    pub risk_owner: Option<Option<String>>,
+    /// Priority.
+    pub priority: Option<Option<Priority>>,
+    /// Coverage start.
+    pub starts_at: Option<Option<DateTime<Utc>>>,
+    /// Coverage end.
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+    /// Remediation plan.
+    pub remediation_plan: Option<Option<String>>,
+    /// Remediation due date.
+    pub remediation_due: Option<Option<NaiveDate>>,
+    /// External references.
+    pub external_refs: Option<Option<Vec<ExternalRef>>>,
+    /// Tags.
+    pub tags: Option<Option<Vec<String>>>,
+}
+
+impl FieldsInput {
+    /// These fields with a merge patch applied.
+    pub fn patched(mut self, p: FieldsPatch) -> Self {
+        macro_rules! apply {
+            ($($f:ident),+) => { $(if let Some(v) = p.$f { self.$f = v; })+ };
+        }
+        apply!(
+            title,
+            category,
+            policy_id,
+            control_ids,
+            assets,
+            business_unit,
+            justification,
+            business_impact,
+            risk_owner,
+            priority,
+            starts_at,
+            expires_at,
+            remediation_plan,
+            remediation_due,
+            external_refs,
+            tags
+        );
+        self
+    }
 }
 
 /// The caller-writable fields of an exception, parsed: every value here obeys section 1.
@@ -241,9 +160,9 @@ pub struct Fields {
     pub expires_at: Option<DateTime<Utc>>,
     /// Up to 10000 characters.
     pub remediation_plan: Option<String>,
-    /// When the fix is due.
+    /// When the fix is due, 1970..9999.
     pub remediation_due: Option<NaiveDate>,
-    /// Unique `(system, id)` links.
+    /// At most 20 unique `(system, id)` links.
     pub external_refs: Vec<ExternalRef>,
     /// Up to 50 distinct labels of 1..100 characters.
     pub tags: Vec<String>,
@@ -265,7 +184,7 @@ fn list(
         }
         return Vec::new();
     };
-    let mut out: Vec<String> = Vec::with_capacity(raw.len());
+    let mut out: Vec<String> = Vec::with_capacity(raw.len().min(max));
     let mut bad_items = false;
     for (i, item) in raw.iter().enumerate() {
         match errors.take(bounded(&format!("{field}[{i}]"), item, 1, item_max)) {
@@ -277,32 +196,69 @@ fn list(
     if out.len() < min && !bad_items {
         errors.push(FieldError::new(field, "too_few", format!("needs at least {min} item(s)")));
     }
-    if out.len() > max {
+    if raw.len() > max {
         errors.push(FieldError::new(field, "too_many", format!("allows at most {max} items")));
     }
     out
 }
 
 fn optional_text(errors: &mut Errors, field: &str, raw: Option<&str>, max: usize) -> Option<String> {
-    let raw = raw?;
-    let v = errors.take(bounded(field, raw, 0, max))?;
+    let v = errors.take(bounded(field, raw?, 0, max))?;
     (!v.is_empty()).then_some(v)
 }
 
-fn required<'a>(errors: &mut Errors, field: &str, raw: Option<&'a str>) -> Option<&'a str> {
+fn required<'a, T: ?Sized>(errors: &mut Errors, field: &str, raw: Option<&'a T>) -> Option<&'a T> {
     if raw.is_none() {
         errors.push(FieldError::new(field, "required", "is required"));
     }
     raw
 }
 
+fn external_refs(errors: &mut Errors, raw: Option<&[ExternalRef]>) -> Vec<ExternalRef> {
+    let raw = raw.unwrap_or_default();
+    let mut out: Vec<ExternalRef> = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let system = errors.take(bounded(&format!("external_refs[{i}].system"), &r.system, 1, 50));
+        let id = errors.take(bounded(&format!("external_refs[{i}].id"), &r.id, 1, 200));
+        let url = match &r.url {
+            Some(u)
+                if !(u.starts_with("https://") || u.starts_with("http://"))
+                    || u.chars().count() > 2000
+                    || u.contains(char::is_control) =>
+            {
+                errors.push(FieldError::new(
+                    format!("external_refs[{i}].url"),
+                    "invalid_url",
+                    "must be an http(s) URL of at most 2000 characters",
+                ));
+                None
+            }
+            other => other.clone(),
+        };
+        if let (Some(system), Some(id)) = (system, id) {
+            if out.iter().any(|x| x.system == system && x.id == id) {
+                errors.push(FieldError::new(
+                    format!("external_refs[{i}]"),
+                    "duplicate",
+                    "repeats an earlier (system, id) pair",
+                ));
+            } else {
+                out.push(ExternalRef { system, id, url });
+            }
+        }
+    }
+    if raw.len() > 20 {
+        errors.push(FieldError::new("external_refs", "too_many", "allows at most 20 items"));
+    }
+    out
+}
+
 impl Fields {
     /// Parses every field and reports every invalid one.
-    pub fn parse(input: &FieldsInput) -> Result<Self, DomainError> {
+    pub fn parse(input: &FieldsInput) -> Result<Self, Vec<FieldError>> {
         let mut e = Errors::default();
         let title = required(&mut e, "title", input.title.as_deref()).and_then(|v| e.take(bounded("title", v, 3, 200)));
-        let category = required(&mut e, "category", input.category.as_deref())
-            .and_then(|v| e.take(Category::parse_field("category", v)));
+        let category = required(&mut e, "category", input.category.as_ref()).copied();
         let policy_id = required(&mut e, "policy_id", input.policy_id.as_deref())
             .and_then(|v| e.take(bounded("policy_id", v, 1, 100)));
         let control_ids = list(&mut e, "control_ids", input.control_ids.as_deref(), (1, 50), 100);
@@ -314,91 +270,45 @@ impl Fields {
         let business_impact = optional_text(&mut e, "business_impact", input.business_impact.as_deref(), 10_000);
         let risk_owner = required(&mut e, "risk_owner", input.risk_owner.as_deref())
             .and_then(|v| e.take(Subject::parse("risk_owner", v)));
-        let priority = match input.priority.as_deref() {
-            None => Some(Priority::Standard),
-            Some(v) => e.take(Priority::parse_field("priority", v)),
-        };
-        for (name, t) in [("starts_at", input.starts_at), ("expires_at", input.expires_at)] {
-            if let Some(t) = t
-                && !crate::workflow::plausible(t)
-            {
-                e.push(FieldError::new(name, "out_of_range", "must be between 1970 and 9999"));
-            }
-        }
-        if let (Some(s), Some(x)) = (input.starts_at, input.expires_at)
+        let starts_at = input.starts_at.and_then(|t| e.take(time::moment("starts_at", t)));
+        let expires_at = input.expires_at.and_then(|t| e.take(time::moment("expires_at", t)));
+        if let (Some(s), Some(x)) = (starts_at, expires_at)
             && x <= s
         {
             e.push(FieldError::new("expires_at", "before_start", "must be after starts_at"));
         }
         let remediation_plan = optional_text(&mut e, "remediation_plan", input.remediation_plan.as_deref(), 10_000);
-        let mut external_refs: Vec<ExternalRef> = Vec::new();
-        for (i, r) in input.external_refs.iter().flatten().enumerate() {
-            let system = e.take(bounded(&format!("external_refs[{i}].system"), &r.system, 1, 50));
-            let id = e.take(bounded(&format!("external_refs[{i}].id"), &r.id, 1, 200));
-            let url = match &r.url {
-                Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 2000 => {
-                    e.push(FieldError::new(
-                        format!("external_refs[{i}].url"),
-                        "invalid_url",
-                        "must be an http(s) URL of at most 2000 characters",
-                    ));
-                    None
-                }
-                other => other.clone(),
-            };
-            if let (Some(system), Some(id)) = (system, id) {
-                if external_refs.iter().any(|x| x.system == system && x.id == id) {
-                    e.push(FieldError::new(
-                        format!("external_refs[{i}]"),
-                        "duplicate",
-                        "repeats an earlier (system, id) pair",
-                    ));
-                } else {
-                    external_refs.push(ExternalRef { system, id, url });
-                }
-            }
-        }
-        if external_refs.len() > 20 {
-            e.push(FieldError::new("external_refs", "too_many", "allows at most 20 items"));
-        }
+        let remediation_due = input.remediation_due.and_then(|d| e.take(time::day("remediation_due", d)));
+        let external_refs = external_refs(&mut e, input.external_refs.as_deref());
         let tags = list(&mut e, "tags", input.tags.as_deref(), (0, 50), 100);
-        e.finish()?;
-        match (title, category, policy_id, business_unit, justification, risk_owner, priority) {
-            (
-                Some(title),
-                Some(category),
-                Some(policy_id),
-                Some(business_unit),
-                Some(justification),
-                Some(risk_owner),
-                Some(priority),
-            ) => Ok(Self {
-                title,
-                category,
-                policy_id,
+        let parsed = (|| {
+            Some(Self {
+                title: title?,
+                category: category?,
+                policy_id: policy_id?,
                 control_ids,
                 assets,
-                business_unit,
-                justification,
+                business_unit: business_unit?,
+                justification: justification?,
                 business_impact,
-                risk_owner,
-                priority,
-                starts_at: input.starts_at.map(crate::workflow::truncate),
-                expires_at: input.expires_at.map(crate::workflow::truncate),
+                risk_owner: risk_owner?,
+                priority: input.priority.unwrap_or(Priority::Standard),
+                starts_at,
+                expires_at,
                 remediation_plan,
-                remediation_due: input.remediation_due,
+                remediation_due,
                 external_refs,
                 tags,
-            }),
-            _ => Err(DomainError::field("body", "invalid", "the request is incomplete")),
-        }
+            })
+        })();
+        e.finish(parsed)
     }
 
-    /// The fields as input again, so a merge patch can be applied to them and re-parsed.
+    /// The fields as input again, so that a merge patch can be applied and the result parsed.
     pub fn to_input(&self) -> FieldsInput {
         FieldsInput {
             title: Some(self.title.clone()),
-            category: Some(self.category.as_str().to_owned()),
+            category: Some(self.category),
             policy_id: Some(self.policy_id.clone()),
             control_ids: Some(self.control_ids.clone()),
             assets: Some(self.assets.clone()),
@@ -406,7 +316,7 @@ impl Fields {
             justification: Some(self.justification.clone()),
             business_impact: self.business_impact.clone(),
             risk_owner: Some(self.risk_owner.as_str().to_owned()),
-            priority: Some(self.priority.as_str().to_owned()),
+            priority: Some(self.priority),
             starts_at: self.starts_at,
             expires_at: self.expires_at,
             remediation_plan: self.remediation_plan.clone(),
@@ -416,35 +326,16 @@ impl Fields {
         }
     }
 
-    /// One field's value as JSON, for the audit trail.
-    pub fn value_of(&self, name: &str) -> serde_json::Value {
-        use serde_json::json;
-        match name {
-            "title" => json!(self.title),
-            "category" => json!(self.category.as_str()),
-            "policy_id" => json!(self.policy_id),
-            "control_ids" => json!(self.control_ids),
-            "assets" => json!(self.assets),
-            "business_unit" => json!(self.business_unit),
-            "justification" => json!(self.justification),
-            "business_impact" => json!(self.business_impact),
-            "risk_owner" => json!(self.risk_owner.as_str()),
-            "priority" => json!(self.priority.as_str()),
-            "starts_at" => json!(self.starts_at),
-            "expires_at" => json!(self.expires_at),
-            "remediation_plan" => json!(self.remediation_plan),
-            "remediation_due" => json!(self.remediation_due),
-            "external_refs" => json!(self.external_refs),
-            "tags" => json!(self.tags),
-            _ => serde_json::Value::Null,
-        }
-    }
-
-    /// The names of the fields that differ between `self` and `other`.
-    pub fn changed(&self, other: &Fields) -> Vec<&'static str> {
-        let mut out = Vec::new();
+    /// The names and values of the fields that differ between `self` and `other`, as
+    /// `{field: {from, to}}` for the audit trail.
+    pub fn diff(&self, other: &Fields) -> serde_json::Map<String, Value> {
+        let mut out = serde_json::Map::new();
         macro_rules! cmp {
-            ($($f:ident),+) => { $(if self.$f != other.$f { out.push(stringify!($f)); })+ };
+            ($($f:ident),+) => {
+                $(if self.$f != other.$f {
+                    out.insert(stringify!($f).to_owned(), json!({"from": self.$f, "to": other.$f}));
+                })+
+            };
         }
         cmp!(
             title,
@@ -468,35 +359,75 @@ impl Fields {
     }
 }
 
-/// A compensating control's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ControlId(pub Uuid);
+/// How often a verified control must be checked: 1..365 days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckInterval(u16);
 
-enum_str!(
-    /// How a compensating control acts.
-    ControlKind {
-        /// Stops the threat.
-        Preventive = "preventive",
-        /// Notices the threat.
-        Detective = "detective",
-        /// Repairs after the threat.
-        Corrective = "corrective",
-    }
-);
+impl CheckInterval {
+    /// The longest interval, in days.
+    pub const MAX_DAYS: u16 = 365;
 
-enum_str!(
-    /// Where a compensating control stands; only `verified` reduces risk.
-    ControlStatus {
-        /// Planned.
-        Proposed = "proposed",
-        /// In place, not yet checked.
-        Implemented = "implemented",
-        /// Checked by an analyst who is not the requester.
-        Verified = "verified",
-        /// Checked and found not working.
-        Failed = "failed",
+    /// Parses a number of days.
+    pub fn parse(field: &str, days: i64) -> Result<Self, FieldError> {
+        u16::try_from(days)
+            .ok()
+            .filter(|d| (1..=Self::MAX_DAYS).contains(d))
+            .map(Self)
+            .ok_or_else(|| FieldError::new(field, "out_of_range", "must be a whole number of days from 1 to 365"))
     }
-);
+
+    /// The interval in days.
+    pub fn days(self) -> u16 {
+        self.0
+    }
+}
+
+/// A compensating control as a caller proposes it: typed, not yet checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlInput {
+    /// What it is.
+    pub description: String,
+    /// How it acts.
+    pub kind: ControlKind,
+    /// How much it reduces risk once verified.
+    pub effectiveness: Effectiveness,
+    /// Re-check interval in days, if the control must be checked periodically.
+    pub check_every: Option<i64>,
+}
+
+/// A compensating control ready to be added: every value checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlSpec {
+    /// 3..2000 characters.
+    pub description: String,
+    /// How it acts.
+    pub kind: ControlKind,
+    /// How much it reduces risk once verified.
+    pub effectiveness: Effectiveness,
+    /// Re-check interval, if any.
+    pub check_every: Option<CheckInterval>,
+}
+
+impl ControlInput {
+    /// Parses it; errors are named relative to the control (`description`, `check_every`).
+    pub fn parse(&self) -> Result<ControlSpec, Vec<FieldError>> {
+        let mut e = Errors::default();
+        let description = e.take(bounded("description", &self.description, 3, 2000));
+        let check_every = match self.check_every {
+            Some(d) => e.take(CheckInterval::parse("check_every", d)).map(Some),
+            None => Some(None),
+        };
+        let spec = (|| {
+            Some(ControlSpec {
+                description: description?,
+                kind: self.kind,
+                effectiveness: self.effectiveness,
+                check_every: check_every?,
+            })
+        })();
+        e.finish(spec)
+    }
+}
 
 /// A compensating control (spec section 2).
 #[derive(Debug, Clone, PartialEq)]
@@ -519,71 +450,49 @@ pub struct Control {
     pub verified_at: Option<DateTime<Utc>>,
     /// When it was added.
     pub created_at: DateTime<Utc>,
-    /// A verified control must be re-checked this often (days), or it stops reducing risk.
-    pub check_every_days: Option<u32>,
+    /// A verified control must be re-checked this often, or it stops reducing risk.
+    pub check_every: Option<CheckInterval>,
     /// The last passing check (or verification).
     pub last_checked_at: Option<DateTime<Utc>>,
 }
 
 impl Control {
-    /// When the next check is due, for a verified control that must be checked.
+    /// A new, `proposed` control.
+    pub fn new(id: ControlId, spec: ControlSpec, now: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            description: spec.description,
+            kind: spec.kind,
+            effectiveness: spec.effectiveness,
+            status: ControlStatus::Proposed,
+            evidence: None,
+            verified_by: None,
+            verified_at: None,
+            created_at: time::truncate(now),
+            check_every: spec.check_every,
+            last_checked_at: None,
+        }
+    }
+
+    /// When the next check is due, for a verified control that must be checked. A moment
+    /// beyond the calendar's end is never due.
     pub fn check_due_at(&self) -> Option<DateTime<Utc>> {
-        let every = self.check_every_days?;
+        let every = self.check_every?;
         if self.status != ControlStatus::Verified {
             return None;
         }
         let last = self.last_checked_at.max(self.verified_at).unwrap_or(self.created_at);
-        Some(last + chrono::Duration::days(i64::from(every)))
+        time::add(last, time::days(u32::from(every.days())))
     }
 
     /// Only a verified control whose check is not overdue reduces risk.
     pub fn reduces_risk(&self, now: DateTime<Utc>) -> bool {
         self.status == ControlStatus::Verified && self.check_due_at().is_none_or(|due| now < due)
     }
-}
 
-/// A compensating control as a caller proposes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ControlInput {
-    /// What it is.
-    pub description: String,
-    /// Kind wire name.
-    pub kind: String,
-    /// Effectiveness wire name.
-    pub effectiveness: String,
-    /// Re-check interval in days (1..365), if the control must be checked periodically.
-    pub check_every_days: Option<u32>,
-}
-
-impl ControlInput {
-    /// Parses it into a new, `proposed` control.
-    pub fn parse(&self, field: &str, id: ControlId, now: DateTime<Utc>) -> Result<Control, Vec<FieldError>> {
-        let mut e = Errors::default();
-        let description = e.take(bounded(&format!("{field}.description"), &self.description, 3, 2000));
-        let kind = e.take(ControlKind::parse_field(&format!("{field}.kind"), &self.kind));
-        let effectiveness = e.take(Effectiveness::parse_field(&format!("{field}.effectiveness"), &self.effectiveness));
-        if self.check_every_days.is_some_and(|d| !(1..=365).contains(&d)) {
-            e.push(FieldError::new(format!("{field}.check_every"), "out_of_range", "must be 1..365 days"));
-        }
-        match (description, kind, effectiveness) {
-            (Some(description), Some(kind), Some(effectiveness)) => Ok(Control {
-                id,
-                description,
-                kind,
-                effectiveness,
-                status: ControlStatus::Proposed,
-                evidence: None,
-                verified_by: None,
-                verified_at: None,
-                created_at: now,
-                check_every_days: self.check_every_days,
-                last_checked_at: None,
-            }),
-            _ => match e.finish() {
-                Err(DomainError::Invalid(v)) => Err(v),
-                _ => Err(Vec::new()),
-            },
-        }
+    /// Verified but its check is overdue, or failed: it no longer does what it was trusted for.
+    pub fn is_failing(&self, now: DateTime<Utc>) -> bool {
+        self.status == ControlStatus::Failed || (self.status == ControlStatus::Verified && !self.reduces_risk(now))
     }
 }
 
@@ -608,16 +517,6 @@ pub struct Approval {
     pub superseded: bool,
 }
 
-enum_str!(
-    /// What a periodic review concluded.
-    ReviewOutcome {
-        /// The exception stays.
-        Continue = "continue",
-        /// The exception is revoked.
-        Revoke = "revoke",
-    }
-);
-
 /// A periodic review (spec section 4).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Review {
@@ -641,16 +540,6 @@ pub struct Review {
     pub comment: Option<String>,
 }
 
-enum_str!(
-    /// The result of a control check.
-    CheckResult {
-        /// The control works.
-        Pass = "pass",
-        /// The control does not work.
-        Fail = "fail",
-    }
-);
-
 /// One check of a compensating control.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ControlCheck {
@@ -668,9 +557,9 @@ pub struct ControlCheck {
     pub at: DateTime<Utc>,
 }
 
-/// The exception aggregate: everything the lifecycle and the policy decide on.
+/// Everything about an exception but its status, which only [`Exception::enter`] changes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Exception {
+pub struct Record {
     /// Immutable id.
     pub id: ExceptionId,
     /// Human-friendly key.
@@ -681,11 +570,9 @@ pub struct Exception {
     pub requester: Subject,
     /// The person an integration asked for.
     pub on_behalf_of: Option<Subject>,
-    /// Stored status; see [`crate::workflow::effective_status`] for the one to report.
-    pub status: Status,
-    /// Why the exception reached a terminal state by itself (`approval_timeout`, ...).
-    pub status_reason: Option<String>,
-    /// 1, then +1 per renewal.
+    /// Why the exception ended by itself or by a review.
+    pub status_reason: Option<Reason>,
+    /// 1, then +1 per round (renewal, or failed controls).
     pub round: u32,
     /// +1 on every change; the ETag.
     pub version: u64,
@@ -701,13 +588,13 @@ pub struct Exception {
     pub controls: Vec<Control>,
     /// Every approval of every round.
     pub approvals: Vec<Approval>,
-    /// Server-maintained timestamps.
+    /// Created.
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
     /// Last submit.
     pub submitted_at: Option<DateTime<Utc>>,
-    /// Final approval.
+    /// Final approval (of the last completed round).
     pub approved_at: Option<DateTime<Utc>>,
     /// Reached a terminal state.
     pub closed_at: Option<DateTime<Utc>>,
@@ -723,7 +610,7 @@ pub struct Exception {
     pub review_notified_at: Option<DateTime<Utc>>,
     /// Expiry reminders already emitted (`30d`, `14d`, `75pct`), for the current expiry.
     pub reminders_sent: Vec<String>,
-    /// When the exception was flagged at risk (the 14-day clock of `controls_failed`).
+    /// When the exception was flagged at risk (the clock of `controls_failed`).
     pub at_risk_since: Option<DateTime<Utc>>,
     /// The expiry a renewal round or an emergency ratification will set when approved.
     pub pending_expires_at: Option<DateTime<Utc>>,
@@ -732,10 +619,54 @@ pub struct Exception {
     /// The earliest moment a time rule may change this exception (the scheduler's index).
     pub next_due_at: Option<DateTime<Utc>>,
     /// The residual level the last completed round's approvals accepted.
-    pub approved_level: Option<crate::risk::Level>,
+    pub approved_level: Option<Level>,
 }
 
-impl Exception {
+impl Record {
+    /// A record as creation leaves it: round 1, version 1, nothing decided.
+    pub fn new(
+        id: ExceptionId,
+        key: ExceptionKey,
+        fields: Fields,
+        requester: Subject,
+        on_behalf_of: Option<Subject>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let now = time::truncate(now);
+        Self {
+            id,
+            key,
+            fields,
+            requester,
+            on_behalf_of,
+            status_reason: None,
+            round: 1,
+            version: 1,
+            chronic: false,
+            emergency: false,
+            at_risk: false,
+            assessments: Vec::new(),
+            controls: Vec::new(),
+            approvals: Vec::new(),
+            created_at: now,
+            updated_at: now,
+            submitted_at: None,
+            approved_at: None,
+            closed_at: None,
+            next_review_at: None,
+            reviews: Vec::new(),
+            control_checks: Vec::new(),
+            escalated_at: None,
+            review_notified_at: None,
+            reminders_sent: Vec::new(),
+            at_risk_since: None,
+            pending_expires_at: None,
+            renewal_justification: None,
+            next_due_at: None,
+            approved_level: None,
+        }
+    }
+
     /// The current assessment, if any.
     pub fn risk(&self) -> Option<&Assessment> {
         self.assessments.last()
@@ -749,5 +680,193 @@ impl Exception {
     /// The approvals that count in the current round.
     pub fn current_approvals(&self) -> impl Iterator<Item = &Approval> {
         self.approvals.iter().filter(move |a| a.round == self.round && !a.superseded)
+    }
+
+    /// The effectiveness of the controls that reduce risk at `now`: verified, check not due.
+    pub fn effective_controls(&self, now: DateTime<Utc>) -> impl Iterator<Item = Effectiveness> + '_ {
+        self.controls.iter().filter(move |c| c.reduces_risk(now)).map(|c| c.effectiveness)
+    }
+}
+
+/// One thing that happened to an exception: one audit event, and an integration event when
+/// `event` is set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Happening {
+    /// What the audit trail records.
+    pub action: AuditAction,
+    /// The table row that moved the status, for a change of status.
+    pub row: Option<Action>,
+    /// State before (`None` at creation).
+    pub from: Option<Status>,
+    /// State after.
+    pub to: Status,
+    /// What changed, as JSON.
+    pub changes: Value,
+    /// The integration event, if integrations care.
+    pub event: Option<EventType>,
+    /// True when time, not the caller, caused it.
+    pub by_system: bool,
+}
+
+/// The exception aggregate: the record and its status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exception {
+    status: Status,
+    record: Record,
+}
+
+impl Deref for Exception {
+    type Target = Record;
+    fn deref(&self) -> &Record {
+        &self.record
+    }
+}
+
+impl DerefMut for Exception {
+    fn deref_mut(&mut self) -> &mut Record {
+        &mut self.record
+    }
+}
+
+impl Exception {
+    /// A new exception: a `draft`, with the happening that records its creation.
+    pub fn create(record: Record) -> (Self, Happening) {
+        let changes = json!({"key": record.key.to_string(), "title": record.fields.title});
+        let e = Self { status: Status::Draft, record };
+        let created = Happening {
+            action: AuditAction::Created,
+            row: None,
+            from: None,
+            to: Status::Draft,
+            changes,
+            event: Some(EventType::Created),
+            by_system: false,
+        };
+        (e, created)
+    }
+
+    /// An exception as it was stored: loading is not a change of status.
+    pub fn restore(status: Status, record: Record) -> Self {
+        Self { status, record }
+    }
+
+    /// The stored status; [`Exception::effective_status`] is the one to report.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// The record without its status.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// The only way a status changes: the lifecycle table must lead from the current state to
+    /// `to` by `row`. Entering a terminal state stamps `closed_at` with `at`.
+    pub(crate) fn enter(
+        &mut self,
+        row: Action,
+        to: Status,
+        at: DateTime<Utc>,
+        action: AuditAction,
+        changes: Value,
+        event: Option<EventType>,
+    ) -> Result<Happening, DomainError> {
+        let from = self.status;
+        if !lifecycle::leads_to(from, row).contains(&to) {
+            return Err(DomainError::InvalidTransition {
+                action: row,
+                current: from,
+                allowed: lifecycle::human_actions(from),
+            });
+        }
+        self.status = to;
+        if to.is_terminal() && !from.is_terminal() {
+            self.record.closed_at = Some(time::truncate(at));
+        }
+        Ok(Happening { action, row: Some(row), from: Some(from), to, changes, event, by_system: false })
+    }
+
+    /// Something that happened without a change of status.
+    pub(crate) fn note(&self, action: AuditAction, changes: Value, event: Option<EventType>) -> Happening {
+        Happening { action, row: None, from: Some(self.status), to: self.status, changes, event, by_system: false }
+    }
+
+    /// The status to report at `now`: an approved exception whose start has come is active;
+    /// a covering one past its expiry is expired. Exact without any background job.
+    pub fn effective_status(&self, now: DateTime<Utc>) -> Status {
+        let expired = self.fields.expires_at.is_some_and(|x| now >= x);
+        match self.status {
+            Status::Approved | Status::Active | Status::RenewalPending if expired => Status::Expired,
+            Status::Approved if self.fields.starts_at.is_none_or(|s| s <= now) => Status::Active,
+            other => other,
+        }
+    }
+
+    /// Whether the exception permits the deviation at `now`: active or renewal pending, and
+    /// between `starts_at` and `expires_at`.
+    pub fn is_covering(&self, now: DateTime<Utc>) -> bool {
+        matches!(self.effective_status(now), Status::Active | Status::RenewalPending)
+            && self.fields.starts_at.is_none_or(|s| s <= now)
+            && self.fields.expires_at.is_some_and(|x| now < x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> FieldsInput {
+        FieldsInput {
+            title: Some("Legacy VPN".into()),
+            category: Some(Category::MfaBypass),
+            policy_id: Some("POL-1".into()),
+            control_ids: Some(vec!["AC-2".into()]),
+            assets: Some(vec!["vpn-01".into()]),
+            business_unit: Some("payments".into()),
+            justification: Some("No MFA until the upgrade".into()),
+            risk_owner: Some("erin".into()),
+            ..FieldsInput::default()
+        }
+    }
+
+    #[test]
+    fn every_bad_field_is_named_and_nothing_is_returned() {
+        let mut bad = input();
+        bad.title = Some(" ab ".into());
+        bad.remediation_due = NaiveDate::from_ymd_opt(-262_143, 1, 1);
+        bad.tags = Some(vec!["a\0b".into()]);
+        let fields: Vec<String> = Fields::parse(&bad).unwrap_err().into_iter().map(|f| f.field).collect();
+        assert_eq!(fields, ["title", "remediation_due", "tags[0]"]);
+        assert!(Fields::parse(&input()).is_ok());
+    }
+
+    #[test]
+    fn a_control_out_of_range_is_refused_whole() {
+        let c = |d| ControlInput {
+            description: "Allow-list".into(),
+            kind: ControlKind::Preventive,
+            effectiveness: Effectiveness::High,
+            check_every: Some(d),
+        };
+        for bad in [0, 366, i64::from(i32::MAX), i64::MAX, -1] {
+            let err = c(bad).parse().unwrap_err();
+            assert_eq!((err[0].field.as_str(), err[0].code), ("check_every", "out_of_range"), "{bad}");
+        }
+        assert_eq!(c(365).parse().unwrap().check_every.map(CheckInterval::days), Some(365));
+    }
+
+    #[test]
+    fn a_patch_keeps_removes_and_replaces() {
+        let p = FieldsPatch {
+            title: Some(Some("New title".into())),
+            business_impact: Some(None),
+            ..FieldsPatch::default()
+        };
+        let mut base = input();
+        base.business_impact = Some("impact".into());
+        let patched = base.clone().patched(p);
+        assert_eq!(patched.title.as_deref(), Some("New title"));
+        assert_eq!(patched.business_impact, None);
+        assert_eq!(patched.assets, base.assets);
     }
 }

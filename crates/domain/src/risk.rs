@@ -8,8 +8,9 @@ use std::fmt;
 use std::str::FromStr;
 use uuid::Uuid;
 
-use crate::error::FieldError;
-use crate::record::{Control, Subject, enum_str};
+use crate::ids::Subject;
+use crate::kinds::{Effectiveness, Level, MethodKind};
+use crate::text::FieldError;
 
 /// A score with one decimal, stored in tenths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -28,51 +29,12 @@ impl fmt::Display for Score {
     }
 }
 
-enum_str!(
-    /// A risk level; ordered from low to critical.
-    Level {
-        /// Low.
-        Low = "low",
-        /// Medium.
-        Medium = "medium",
-        /// High.
-        High = "high",
-        /// Critical.
-        Critical = "critical",
-    }
-);
+/// The residual never falls below this percentage of the inherent score (spec section 2).
+pub const RESIDUAL_FLOOR_PERCENT: u32 = 20;
 
-enum_str!(
-    /// The scoring method of an assessment.
-    MethodKind {
-        /// Likelihood x impact, NIST SP 800-30 scales.
-        Matrix = "matrix",
-        /// A CVSS v3.1 or v4.0 base score.
-        Cvss = "cvss",
-    }
-);
-
-enum_str!(
-    /// How much a verified compensating control reduces risk.
-    Effectiveness {
-        /// Reduces by 10%.
-        Low = "low",
-        /// Reduces by 25%.
-        Medium = "medium",
-        /// Reduces by 40%.
-        High = "high",
-    }
-);
-
-impl Effectiveness {
-    /// The remaining fraction `1 - e` as `(numerator, denominator)`.
-    fn remaining(self) -> (u128, u128) {
-        match self {
-            Effectiveness::Low => (9, 10),
-            Effectiveness::Medium => (3, 4),
-            Effectiveness::High => (3, 5),
-        }
-    }
+/// The remaining fraction `1 - e` of a verified control, as `(numerator, denominator)`.
+fn remaining(e: Effectiveness) -> (u128, u128) {
+    (u128::from(100 - e.reduction_percent().min(100)), 100)
 }
 
 /// How an assessment scored the inherent risk.
@@ -85,34 +47,45 @@ pub enum Method {
         /// 1 very low .. 5 very high.
         impact: u8,
     },
-    /// A CVSS vector, normalised as the library prints it.
+    /// A CVSS vector, with the base score the library computed when it was parsed.
     Cvss {
         /// `CVSS:3.1/...` or `CVSS:4.0/...`.
         vector: String,
+        /// Its base score.
+        score: Score,
     },
 }
 
 impl Method {
     /// Parses a matrix method; both values must be 1..5.
     pub fn matrix(likelihood: i64, impact: i64) -> Result<Self, Vec<FieldError>> {
-        let mut errors = Vec::new();
-        for (name, v) in [("likelihood", likelihood), ("impact", impact)] {
-            if !(1..=5).contains(&v) {
-                errors.push(FieldError::new(name, "out_of_range", "must be an integer from 1 to 5"));
-            }
-        }
-        if errors.is_empty() {
-            Ok(Self::Matrix { likelihood: likelihood as u8, impact: impact as u8 })
-        } else {
-            Err(errors)
+        let scale = |name: &str, v: i64| {
+            u8::try_from(v)
+                .ok()
+                .filter(|v| (1..=5).contains(v))
+                .ok_or_else(|| FieldError::new(name, "out_of_range", "must be an integer from 1 to 5"))
+        };
+        match (scale("likelihood", likelihood), scale("impact", impact)) {
+            (Ok(likelihood), Ok(impact)) => Ok(Self::Matrix { likelihood, impact }),
+            (l, i) => Err([l.err(), i.err()].into_iter().flatten().collect()),
         }
     }
 
-    /// Parses a CVSS v3.1 or v4.0 vector with the RustSec `cvss` crate.
+    /// Parses a CVSS v3.1 or v4.0 vector and scores it with the RustSec `cvss` crate.
     pub fn cvss(vector: &str) -> Result<Self, FieldError> {
         let invalid = |msg: String| FieldError::new("vector", "invalid_cvss_vector", msg);
-        match cvss::Cvss::from_str(vector.trim()) {
-            Ok(cvss::Cvss::CvssV31(_) | cvss::Cvss::CvssV40(_)) => Ok(Self::Cvss { vector: vector.trim().to_owned() }),
+        let vector = vector.trim();
+        if vector.len() > 200 {
+            return Err(invalid("must be at most 200 characters".to_owned()));
+        }
+        match cvss::Cvss::from_str(vector) {
+            Ok(c @ (cvss::Cvss::CvssV31(_) | cvss::Cvss::CvssV40(_))) => {
+                let tenths = (c.score() * 10.0).round();
+                if !(0.0..=100.0).contains(&tenths) {
+                    return Err(invalid(format!("the library scored it {}, outside 0.0..10.0", c.score())));
+                }
+                Ok(Self::Cvss { vector: vector.to_owned(), score: Score(tenths as u32) })
+            }
             Ok(_) => Err(invalid("only CVSS:3.1 and CVSS:4.0 vectors are accepted".to_owned())),
             Err(e) => Err(invalid(format!("not a valid CVSS v3.1 or v4.0 vector: {e}"))),
         }
@@ -130,11 +103,7 @@ impl Method {
     pub fn inherent(&self) -> Score {
         match self {
             Method::Matrix { likelihood, impact } => Score(u32::from(*likelihood) * u32::from(*impact) * 10),
-            Method::Cvss { vector } => {
-                // Parsed when the method was built; a vector that no longer parses scores 0.
-                let value = cvss::Cvss::from_str(vector).map(|c| c.score()).unwrap_or(0.0);
-                Score((value * 10.0).round().clamp(0.0, 100.0) as u32)
-            }
+            Method::Cvss { score, .. } => *score,
         }
     }
 }
@@ -158,12 +127,12 @@ pub fn level(kind: MethodKind, score: Score) -> Level {
 pub fn residual(inherent: Score, verified: impl IntoIterator<Item = Effectiveness>) -> Score {
     let (mut num, mut den) = (1u128, 1u128);
     for e in verified {
-        let (n, d) = e.remaining();
+        let (n, d) = remaining(e);
         num *= n;
         den *= d;
-        if num * 5 <= den {
-            // The floor of 0.2 is reached; further controls change nothing.
-            (num, den) = (1, 5);
+        if num * 100 <= den * u128::from(RESIDUAL_FLOOR_PERCENT) {
+            // The floor is reached; further controls change nothing.
+            (num, den) = (u128::from(RESIDUAL_FLOOR_PERCENT), 100);
             break;
         }
     }
@@ -171,11 +140,6 @@ pub fn residual(inherent: Score, verified: impl IntoIterator<Item = Effectivenes
     let x = u128::from(inherent.0) * num;
     let tenths = (2 * x + den) / (2 * den);
     Score(u32::try_from(tenths).unwrap_or(u32::MAX))
-}
-
-/// The effectiveness of the controls that reduce risk at `now`: verified, check not overdue.
-pub fn effective_controls(controls: &[Control], now: DateTime<Utc>) -> impl Iterator<Item = Effectiveness> + '_ {
-    controls.iter().filter(move |c| c.reduces_risk(now)).map(|c| c.effectiveness)
 }
 
 /// The risk figures at one moment: what an approval accepted.
@@ -229,9 +193,9 @@ impl Assessment {
         level(self.method.kind(), self.residual_score)
     }
 
-    /// Recomputes the residual score from the controls as they stand at `now`.
-    pub fn recompute(&mut self, controls: &[Control], now: DateTime<Utc>) {
-        self.residual_score = residual(self.inherent_score, effective_controls(controls, now));
+    /// Recomputes the residual score from the effectiveness of the controls that reduce risk.
+    pub fn recompute(&mut self, effective: impl IntoIterator<Item = Effectiveness>) {
+        self.residual_score = residual(self.inherent_score, effective);
     }
 
     /// The figures to record with an approval.
