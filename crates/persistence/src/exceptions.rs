@@ -4,13 +4,13 @@
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use leeway_domain::audit::{GENESIS, chain_hash, first_broken};
-use leeway_domain::governance::SubmitFacts;
-use leeway_domain::lifecycle::Status;
-use leeway_domain::record::{Exception, ExceptionId, ExceptionKey, ExceptionRef};
-use leeway_domain::risk::Level;
-use leeway_domain::role::Actor;
-use leeway_domain::workflow::Happening;
+use leeway_domain::DomainError;
+use leeway_domain::access::Actor;
+use leeway_domain::audit::{Entry, Event, GENESIS};
+use leeway_domain::ids::{ExceptionId, ExceptionKey, ExceptionRef};
+use leeway_domain::kinds::{Level, Status};
+use leeway_domain::record::{Exception, Happening};
+use leeway_domain::workflow::{Change, Places};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -64,80 +64,8 @@ pub enum Outcome<T> {
     Replayed(StoredResponse),
 }
 
-/// One audit event as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditEvent {
-    /// Global order.
-    pub seq: i64,
-    /// The exception.
-    pub exception_id: String,
-    /// What happened.
-    pub action: String,
-    /// Who (`system` for time-driven transitions).
-    pub actor_subject: String,
-    /// The actor's roles at the time.
-    pub actor_roles: Vec<String>,
-    /// The person an integration acted for.
-    pub on_behalf_of: Option<String>,
-    /// When.
-    pub at: DateTime<Utc>,
-    /// State before.
-    pub from_status: Option<String>,
-    /// State after.
-    pub to_status: String,
-    /// What changed.
-    pub changes: Value,
-    /// The request that caused it.
-    pub request_id: Option<String>,
-    /// The previous event's hash in this exception's chain.
-    pub prev_hash: String,
-    /// SHA-256 over `prev_hash` and [`AuditEvent::body`].
-    pub hash: String,
-}
-
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-impl AuditEvent {
-    /// The canonical body the hash covers.
-    pub fn body(&self) -> Value {
-        json!({
-            "exception_id": self.exception_id,
-            "action": self.action,
-            "actor": {"subject": self.actor_subject, "roles": self.actor_roles},
-            "on_behalf_of": self.on_behalf_of,
-            "at": rfc3339(self.at),
-            "from_status": self.from_status,
-            "to_status": self.to_status,
-            "changes": self.changes,
-            "request_id": self.request_id,
-        })
-    }
-
-    fn from_row(r: AuditRow) -> Result<Self, StoreError> {
-        Ok(Self {
-            seq: r.seq,
-            exception_id: r.exception_id,
-            action: r.action,
-            actor_subject: r.actor_subject,
-            actor_roles: serde_json::from_str(&r.actor_roles).map_err(StoreError::corrupt)?,
-            on_behalf_of: r.on_behalf_of,
-            at: utc(r.at),
-            from_status: r.from_status,
-            to_status: r.to_status,
-            changes: serde_json::from_str(&r.changes).map_err(StoreError::corrupt)?,
-            request_id: r.request_id,
-            prev_hash: r.prev_hash,
-            hash: r.hash,
-        })
-    }
-}
-
-/// Verifies one exception's chain: the index of the first event that does not match.
-pub fn verify_chain(events: &[AuditEvent]) -> Option<usize> {
-    let bodies: Vec<Value> = events.iter().map(AuditEvent::body).collect();
-    first_broken(events.iter().zip(&bodies).map(|(e, b)| (e.prev_hash.as_str(), b, e.hash.as_str())))
 }
 
 /// Ordering of a list.
@@ -170,8 +98,8 @@ pub struct ListQuery {
     pub statuses: Vec<Status>,
     /// Residual level.
     pub risk_level: Option<Level>,
-    /// Category wire name.
-    pub category: Option<String>,
+    /// Category.
+    pub category: Option<leeway_domain::kinds::Category>,
     /// Covers this asset.
     pub asset: Option<String>,
     /// Deviates from this control.
@@ -324,7 +252,7 @@ impl Store {
         &self,
         ctx: CallContext<'_>,
         idem: Option<&IdempotencyClaim>,
-        build: impl Fn(ExceptionKey, &mut Facts<'_>) -> Result<(Exception, Vec<Happening>), StoreError>,
+        build: impl Fn(ExceptionKey, &mut dyn leeway_domain::workflow::Facts) -> Result<Change, StoreError>,
         respond: impl Fn(&Exception) -> StoredResponse,
     ) -> Result<Outcome<Exception>, StoreError> {
         self.write(
@@ -335,13 +263,18 @@ impl Store {
                     .set(counters::value.eq(counters::value + 1))
                     .returning(counters::value)
                     .get_result(conn)?;
-                let key = ExceptionKey(u64::try_from(n).map_err(StoreError::corrupt)?);
+                let key = u64::try_from(n)
+                    .ok()
+                    .and_then(ExceptionKey::new)
+                    .ok_or_else(|| StoreError::corrupt(format!("key counter {n}")))?;
                 // the facts a submit needs read other rows only; this one is not written yet
-                let (e, happenings) = build(key, &mut Facts { conn })?;
-                let row = ExceptionRow::from_domain(&e);
+                let mut facts = Facts::new(conn);
+                let change = facts.run(|f| build(key, f))?;
+                let Change { after: e, happened } = change;
+                let row = ExceptionRow::from_domain(&e)?;
                 diesel::insert_into(exceptions::table).values(&row).execute(conn)?;
                 save_children(conn, None, &e, ctx.actor)?;
-                append_events(conn, &ctx, &e, &happenings)?;
+                append_events(conn, &ctx, &e, &happened)?;
                 Ok(e)
             },
             respond,
@@ -357,7 +290,7 @@ impl Store {
         target: ExceptionRef,
         if_match: Option<u64>,
         idem: Option<&IdempotencyClaim>,
-        op: impl Fn(&mut Exception, &mut Facts<'_>) -> Result<Vec<Happening>, StoreError>,
+        op: impl Fn(&Exception, &mut dyn leeway_domain::workflow::Facts) -> Result<Change, StoreError>,
         respond: impl Fn(&Exception) -> StoredResponse,
     ) -> Result<Outcome<Exception>, StoreError> {
         self.write(
@@ -381,9 +314,8 @@ impl Store {
                 {
                     return Err(StoreError::PreconditionFailed { current: before.version });
                 }
-                let mut after = before.clone();
-                let happenings = op(&mut after, &mut Facts { conn })?;
-                persist(conn, &ctx, &before, after, &happenings)
+                let change = Facts::new(conn).run(|f| op(&before, f))?;
+                persist(conn, &ctx, &before, change)
             },
             respond,
         )
@@ -397,7 +329,7 @@ impl Store {
         &self,
         ctx: CallContext<'_>,
         batch: i64,
-        work: impl Fn(&mut Exception) -> Vec<Happening>,
+        work: impl Fn(&Exception) -> Result<Change, DomainError>,
     ) -> Result<usize, StoreError> {
         let outcome = self.write(
             None,
@@ -421,27 +353,27 @@ impl Store {
                         .select(exceptions::id)
                         .load(conn)?,
                 };
+                let retry_at = leeway_domain::time::add(ctx.now, chrono::Duration::hours(1)).unwrap_or(ctx.now);
                 for id in &ids {
                     // a savepoint per exception: one that fails is logged and set aside for an
                     // hour instead of rolling back, and blocking, everyone else's work
                     let one = conn.transaction::<_, StoreError, _>(|conn| {
                         let before = load(conn, id)?;
-                        let mut after = before.clone();
-                        let happenings = work(&mut after);
-                        if happenings.is_empty() {
+                        let change = work(&before)?;
+                        if change.happened.is_empty() {
                             // nothing was due after all: only move the scheduler's index
                             diesel::update(exceptions::table.find(id))
-                                .set(exceptions::next_due_at.eq(after.next_due_at.map(naive)))
+                                .set(exceptions::next_due_at.eq(change.after.next_due_at.map(naive)))
                                 .execute(conn)?;
                         } else {
-                            persist(conn, &ctx, &before, after, &happenings)?;
+                            persist(conn, &ctx, &before, change)?;
                         }
                         Ok(())
                     });
                     if let Err(e) = one {
                         tracing::error!(exception = %id, error = %e, "time rules failed; retrying in an hour");
                         diesel::update(exceptions::table.find(id))
-                            .set(exceptions::next_due_at.eq(naive(ctx.now + chrono::Duration::hours(1))))
+                            .set(exceptions::next_due_at.eq(naive(retry_at)))
                             .execute(conn)?;
                     }
                 }
@@ -480,7 +412,7 @@ impl Store {
             query = query.filter(x::residual_level.eq(l.as_str()));
         }
         if let Some(c) = &q.category {
-            query = query.filter(x::category.eq(c.clone()));
+            query = query.filter(x::category.eq(c.as_str()));
         }
         if let Some(a) = &q.asset {
             query = query.filter(
@@ -589,7 +521,7 @@ impl Store {
     }
 
     /// An exception's audit events, oldest first (the caller checks visibility first).
-    pub fn history(&self, id: ExceptionId) -> Result<Vec<AuditEvent>, StoreError> {
+    pub fn history(&self, id: ExceptionId) -> Result<Vec<Event>, StoreError> {
         let mut conn = self.conn()?;
         audit_events::table
             .filter(audit_events::exception_id.eq(id.0.to_string()))
@@ -597,7 +529,7 @@ impl Store {
             .select(AuditRow::as_select())
             .load(&mut conn)?
             .into_iter()
-            .map(AuditEvent::from_row)
+            .map(AuditRow::into_domain)
             .collect()
     }
 
@@ -614,23 +546,15 @@ impl Store {
 pub const IDEMPOTENCY_WINDOW_HOURS: i64 = 24;
 
 /// Saves a changed exception: version, row, children, then its audit and integration events.
-fn persist(
-    conn: &mut Db,
-    ctx: &CallContext<'_>,
-    before: &Exception,
-    mut after: Exception,
-    happenings: &[Happening],
-) -> Result<Exception, StoreError> {
-    if happenings.is_empty() {
+fn persist(conn: &mut Db, ctx: &CallContext<'_>, before: &Exception, change: Change) -> Result<Exception, StoreError> {
+    let Change { after, happened } = change;
+    if happened.is_empty() {
         return Ok(after);
     }
-    after.version = before.version + 1;
-    // a write that waited for the row behind a later one never stamps an earlier time
-    after.updated_at = leeway_domain::workflow::truncate(ctx.now).max(before.updated_at);
     let id = after.id.0.to_string();
-    diesel::update(exceptions::table.find(&id)).set(ExceptionRow::from_domain(&after)).execute(conn)?;
+    diesel::update(exceptions::table.find(&id)).set(ExceptionRow::from_domain(&after)?).execute(conn)?;
     save_children(conn, Some(before), &after, ctx.actor)?;
-    append_events(conn, ctx, &after, happenings)?;
+    append_events(conn, ctx, &after, &happened)?;
     Ok(after)
 }
 
@@ -640,28 +564,50 @@ struct IdRow {
     id: String,
 }
 
-/// What the database knows that a domain rule needs, read inside the write transaction.
-pub struct Facts<'a> {
+/// What the database knows that a domain rule needs, read inside the write transaction. A
+/// read that fails keeps its error here, so the caller sees the real cause rather than the
+/// domain's "facts unavailable".
+pub(crate) struct Facts<'a> {
     conn: &'a mut Db,
+    failure: Option<StoreError>,
 }
 
-impl Facts<'_> {
-    /// The facts of a submit: covering exceptions per asset (and, when `business_unit_limited`,
-    /// in the business unit) and earlier exceptions sharing an asset and a control. On
-    /// PostgreSQL the assets are locked for the rest of the transaction, so two concurrent
-    /// submits cannot both take the last place under a limit.
-    pub fn submit_facts(
+impl<'a> Facts<'a> {
+    fn new(conn: &'a mut Db) -> Self {
+        Self { conn, failure: None }
+    }
+
+    /// Runs a domain change that may read facts, and restores a read's error.
+    fn run<T>(
+        &mut self,
+        f: impl FnOnce(&mut dyn leeway_domain::workflow::Facts) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match f(self) {
+            Err(StoreError::Domain(DomainError::FactsUnavailable(_))) if self.failure.is_some() => {
+                Err(self.failure.take().unwrap_or(StoreError::NotFound))
+            }
+            other => other,
+        }
+    }
+
+    /// The places around `e`: holders per asset (and in the business unit when it has a
+    /// limit) and earlier exceptions sharing an asset and a control. On PostgreSQL the assets,
+    /// and the business unit when it has a limit, are locked for the rest of the transaction,
+    /// so two concurrent writers cannot both take the last place under a limit.
+    fn read_places(
         &mut self,
         e: &Exception,
         now: DateTime<Utc>,
         business_unit_limited: bool,
-    ) -> Result<SubmitFacts, StoreError> {
+    ) -> Result<Places, StoreError> {
         let conn = &mut *self.conn;
         let me = e.id.0.to_string();
         let now = naive(now);
         if let Db::Pg(pg) = conn {
             let mut keys: Vec<String> = e.fields.assets.iter().map(|a| format!("asset:{a}")).collect();
-            keys.push(format!("bu:{}", e.fields.business_unit));
+            if business_unit_limited {
+                keys.push(format!("bu:{}", e.fields.business_unit));
+            }
             keys.sort();
             for k in keys {
                 diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1)::bigint)")
@@ -669,7 +615,13 @@ impl Facts<'_> {
                     .execute(pg)?;
             }
         }
-        let key = |n: i64| ExceptionKey(u64::try_from(n).unwrap_or(0)).to_string();
+        let key = |n: i64| {
+            u64::try_from(n)
+                .ok()
+                .and_then(ExceptionKey::new)
+                .map(|k| k.to_string())
+                .ok_or_else(|| StoreError::corrupt(format!("key {n}")))
+        };
         // covering now, or approved to cover later: both hold a place under the limit
         let holds_place = || exceptions::status.eq_any(LIVE).and(exceptions::expires_at.gt(now).assume_not_null());
         let held: Vec<(String, i64)> = exception_assets::table
@@ -679,14 +631,15 @@ impl Facts<'_> {
             .filter(holds_place())
             .select((exception_assets::asset, exceptions::key_num))
             .load(conn)?;
-        let mut covering_on_assets: Vec<(String, Vec<String>)> = Vec::new();
+        let mut on_assets: Vec<(String, Vec<String>)> = Vec::new();
         for (asset, k) in held {
-            match covering_on_assets.iter_mut().find(|(a, _)| *a == asset) {
-                Some((_, keys)) => keys.push(key(k)),
-                None => covering_on_assets.push((asset, vec![key(k)])),
+            let k = key(k)?;
+            match on_assets.iter_mut().find(|(a, _)| *a == asset) {
+                Some((_, keys)) => keys.push(k),
+                None => on_assets.push((asset, vec![k])),
             }
         }
-        let business_unit_covering = if business_unit_limited {
+        let in_business_unit = if business_unit_limited {
             exceptions::table
                 .filter(exceptions::business_unit.eq(&e.fields.business_unit))
                 .filter(exceptions::id.ne(&me))
@@ -695,7 +648,7 @@ impl Facts<'_> {
                 .load::<i64>(conn)?
                 .into_iter()
                 .map(key)
-                .collect()
+                .collect::<Result<_, _>>()?
         } else {
             Vec::new()
         };
@@ -723,8 +676,20 @@ impl Facts<'_> {
             .load::<i64>(conn)?
             .into_iter()
             .map(key)
-            .collect();
-        Ok(SubmitFacts { covering_on_assets, business_unit_covering, earlier_sharing })
+            .collect::<Result<_, _>>()?;
+        Ok(Places { on_assets, in_business_unit, earlier_sharing })
+    }
+}
+
+impl leeway_domain::workflow::Facts for Facts<'_> {
+    fn places(&mut self, e: &Exception, now: DateTime<Utc>, business_unit_limited: bool) -> Option<Places> {
+        match self.read_places(e, now, business_unit_limited) {
+            Ok(p) => Some(p),
+            Err(err) => {
+                self.failure = Some(err);
+                None
+            }
+        }
     }
 }
 
@@ -758,7 +723,7 @@ fn resolve(conn: &mut Db, target: ExceptionRef) -> Result<String, StoreError> {
     match target {
         ExceptionRef::Id(id) => Ok(id.0.to_string()),
         ExceptionRef::Key(k) => exceptions::table
-            .filter(exceptions::key_num.eq(i64::try_from(k.0).map_err(|_| StoreError::NotFound)?))
+            .filter(exceptions::key_num.eq(i64::try_from(k.number()).map_err(|_| StoreError::NotFound)?))
             .select(exceptions::id)
             .first(conn)
             .optional()?
@@ -895,7 +860,8 @@ fn save_children(
                 // a restricted caller is not told which exception it is (no enumeration)
                 holder: holder
                     .filter(|_| !actor.is_restricted())
-                    .map(|k| ExceptionKey(u64::try_from(k).unwrap_or(0)).to_string()),
+                    .and_then(|k| u64::try_from(k).ok().and_then(ExceptionKey::new))
+                    .map(|k| k.to_string()),
             };
             if holder.is_some() {
                 return Err(duplicate(holder));
@@ -919,11 +885,11 @@ fn save_children(
             Some(old) if old == c => {}
             Some(_) => {
                 diesel::update(controls::table.find(c.id.0.to_string()))
-                    .set(ControlRow::from_domain(&id, i, c))
+                    .set(ControlRow::from_domain(&id, i, c)?)
                     .execute(conn)?;
             }
             None => {
-                diesel::insert_into(controls::table).values(ControlRow::from_domain(&id, i, c)).execute(conn)?;
+                diesel::insert_into(controls::table).values(ControlRow::from_domain(&id, i, c)?).execute(conn)?;
             }
         }
     }
@@ -932,11 +898,11 @@ fn save_children(
             Some(old) if old == a => {}
             Some(_) => {
                 diesel::update(assessments::table.find(a.id.to_string()))
-                    .set(AssessmentRow::from_domain(&id, a))
+                    .set(AssessmentRow::from_domain(&id, a)?)
                     .execute(conn)?;
             }
             None => {
-                diesel::insert_into(assessments::table).values(AssessmentRow::from_domain(&id, a)).execute(conn)?;
+                diesel::insert_into(assessments::table).values(AssessmentRow::from_domain(&id, a)?).execute(conn)?;
             }
         }
     }
@@ -945,11 +911,11 @@ fn save_children(
             Some(old) if old == a => {}
             Some(_) => {
                 diesel::update(approvals::table.find(a.id.to_string()))
-                    .set(ApprovalRow::from_domain(&id, a))
+                    .set(ApprovalRow::from_domain(&id, a)?)
                     .execute(conn)?;
             }
             None => {
-                diesel::insert_into(approvals::table).values(ApprovalRow::from_domain(&id, a)).execute(conn)?;
+                diesel::insert_into(approvals::table).values(ApprovalRow::from_domain(&id, a)?).execute(conn)?;
             }
         }
     }
@@ -958,7 +924,7 @@ fn save_children(
     };
     for r in &after.reviews {
         if !known(&r.id, before, |b| b.reviews.iter().map(|x| x.id).collect()) {
-            diesel::insert_into(reviews::table).values(ReviewRow::from_domain(&id, r)).execute(conn)?;
+            diesel::insert_into(reviews::table).values(ReviewRow::from_domain(&id, r)?).execute(conn)?;
         }
     }
     for c in &after.control_checks {
@@ -985,49 +951,13 @@ fn append_events(
         .first(conn)
         .optional()?
         .unwrap_or_else(|| GENESIS.to_owned());
-    let at = leeway_domain::workflow::truncate(ctx.now);
-    let actor_roles: Vec<String> = ctx.actor.roles.iter().map(|r| r.as_str().to_owned()).collect();
+    // the moment the change was stamped with (a write queued behind a later one acts then)
+    let at = e.updated_at;
     for h in happenings {
-        let (subject, roles) = if h.by_system {
-            ("system".to_owned(), Vec::new())
-        } else {
-            (ctx.actor.subject.to_string(), actor_roles.clone())
-        };
-        let event = AuditEvent {
-            seq: 0,
-            exception_id: id.clone(),
-            action: h.action.to_owned(),
-            actor_subject: subject,
-            actor_roles: roles,
-            on_behalf_of: if !h.by_system && e.requester == ctx.actor.subject {
-                e.on_behalf_of.as_ref().map(ToString::to_string)
-            } else {
-                None
-            },
-            at,
-            from_status: h.from.map(|s| s.as_str().to_owned()),
-            to_status: h.to.as_str().to_owned(),
-            changes: h.changes.clone(),
-            request_id: ctx.request_id.map(str::to_owned),
-            prev_hash: prev.clone(),
-            hash: String::new(),
-        };
-        let hash = chain_hash(&prev, &event.body());
+        let entry = Entry::new(e, h, ctx.actor, at, ctx.request_id);
+        let hash = entry.hash(&prev);
         let seq: i64 = diesel::insert_into(audit_events::table)
-            .values(NewAuditRow {
-                exception_id: event.exception_id,
-                action: event.action,
-                actor_subject: event.actor_subject.clone(),
-                actor_roles: serde_json::to_string(&event.actor_roles).map_err(StoreError::corrupt)?,
-                on_behalf_of: event.on_behalf_of,
-                at: naive(at),
-                from_status: event.from_status.clone(),
-                to_status: event.to_status,
-                changes: event.changes.to_string(),
-                request_id: event.request_id,
-                prev_hash: event.prev_hash,
-                hash: hash.clone(),
-            })
+            .values(NewAuditRow::from_domain(&entry, std::mem::take(&mut prev), hash.clone())?)
             .returning(audit_events::seq)
             .get_result(conn)?;
         if let Some(event_type) = h.event {
@@ -1039,10 +969,10 @@ fn append_events(
                 "data": {
                     "exception_id": id,
                     "key": e.key.to_string(),
-                    "status": h.to.as_str(),
-                    "from_status": event.from_status,
+                    "status": h.to,
+                    "from_status": h.from,
                     "version": e.version,
-                    "actor": event.actor_subject,
+                    "actor": entry.actor,
                     "changes": h.changes,
                     "audit_seq": seq,
                 },
@@ -1050,7 +980,7 @@ fn append_events(
             diesel::insert_into(outbox::table)
                 .values(NewOutboxRow {
                     id: event_id,
-                    event_type: event_type.to_owned(),
+                    event_type: event_type.as_str().to_owned(),
                     exception_id: id.clone(),
                     audit_seq: seq,
                     payload: payload.to_string(),

@@ -12,7 +12,4 @@ mod schema;
 
 pub use connection::{Backend, Db, Store};
 pub use error::StoreError;
-pub use exceptions::{
-    AuditEvent, CallContext, Facts, IdempotencyClaim, ListQuery, Outcome, Page, Sort, StoredResponse, Visibility,
-    verify_chain,
-};
+pub use exceptions::{CallContext, IdempotencyClaim, ListQuery, Outcome, Page, Sort, StoredResponse, Visibility};

@@ -2,13 +2,14 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use leeway_domain::lifecycle::Status;
-use leeway_domain::record::{
-    Approval, Category, CheckResult, Control, ControlCheck, ControlId, ControlKind, ControlStatus, Exception,
-    ExceptionId, ExceptionKey, Fields, Priority, Review, ReviewOutcome, Subject,
+use leeway_domain::audit::{Entry, Event};
+use leeway_domain::ids::{ControlId, ExceptionId, ExceptionKey, Subject};
+use leeway_domain::kinds::{
+    AuditAction, Category, CheckResult, ControlKind, ControlStatus, Effectiveness, Level, MethodKind, Priority, Reason,
+    ReviewOutcome, Role, Status,
 };
-use leeway_domain::risk::{Assessment, Effectiveness, Level, Method, MethodKind, RiskSnapshot, Score};
-use leeway_domain::role::Role;
+use leeway_domain::record::{Approval, CheckInterval, Control, ControlCheck, Exception, Fields, Record, Review};
+use leeway_domain::risk::{Assessment, Method, RiskSnapshot, Score};
 use uuid::Uuid;
 
 use crate::error::StoreError;
@@ -34,8 +35,20 @@ fn json_list<T: serde::de::DeserializeOwned>(v: &str) -> Result<T, StoreError> {
     serde_json::from_str(v).map_err(StoreError::corrupt)
 }
 
-fn score(v: i32) -> Score {
-    Score(u32::try_from(v).unwrap_or(0))
+fn score(v: i32) -> Result<Score, StoreError> {
+    u32::try_from(v).map(Score).map_err(|_| StoreError::corrupt(format!("score {v}")))
+}
+
+fn subject(field: &str, v: &str) -> Result<Subject, StoreError> {
+    Subject::parse(field, v).map_err(|e| StoreError::corrupt(format!("{field}: {}", e.message)))
+}
+
+fn count(what: &str, v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::corrupt(format!("{what} {v} does not fit a BIGINT")))
+}
+
+fn small(what: &str, v: u32) -> Result<i32, StoreError> {
+    i32::try_from(v).map_err(|_| StoreError::corrupt(format!("{what} {v} does not fit an INTEGER")))
 }
 
 #[derive(Queryable, Selectable, Insertable, AsChangeset, Debug, Clone)]
@@ -87,16 +100,16 @@ pub(crate) struct ExceptionRow {
 }
 
 impl ExceptionRow {
-    pub(crate) fn from_domain(e: &Exception) -> Self {
+    pub(crate) fn from_domain(e: &Exception) -> Result<Self, StoreError> {
         let f = &e.fields;
-        Self {
+        Ok(Self {
             id: e.id.0.to_string(),
-            key_num: i64::try_from(e.key.0).unwrap_or(i64::MAX),
+            key_num: count("key", e.key.number())?,
             title: f.title.clone(),
             category: f.category.as_str().to_owned(),
             policy_id: f.policy_id.clone(),
-            control_ids: json(&f.control_ids),
-            assets: json(&f.assets),
+            control_ids: json(&f.control_ids)?,
+            assets: json(&f.assets)?,
             business_unit: f.business_unit.clone(),
             justification: f.justification.clone(),
             business_impact: f.business_impact.clone(),
@@ -108,12 +121,12 @@ impl ExceptionRow {
             expires_at: f.expires_at.map(naive),
             remediation_plan: f.remediation_plan.clone(),
             remediation_due: f.remediation_due,
-            external_refs: json(&f.external_refs),
-            tags: json(&f.tags),
-            status: e.status.as_str().to_owned(),
-            status_reason: e.status_reason.clone(),
-            round: i32::try_from(e.round).unwrap_or(i32::MAX),
-            version: i64::try_from(e.version).unwrap_or(i64::MAX),
+            external_refs: json(&f.external_refs)?,
+            tags: json(&f.tags)?,
+            status: e.status().as_str().to_owned(),
+            status_reason: e.status_reason.map(|r| r.as_str().to_owned()),
+            round: small("round", e.round)?,
+            version: count("version", e.version)?,
             chronic: e.chronic,
             emergency: e.emergency,
             at_risk: e.at_risk,
@@ -128,17 +141,16 @@ impl ExceptionRow {
             next_due_at: e.next_due_at.map(naive),
             escalated_at: e.escalated_at.map(naive),
             review_notified_at: e.review_notified_at.map(naive),
-            reminders_sent: json(&e.reminders_sent),
+            reminders_sent: json(&e.reminders_sent)?,
             at_risk_since: e.at_risk_since.map(naive),
             pending_expires_at: e.pending_expires_at.map(naive),
             renewal_justification: e.renewal_justification.clone(),
             approved_level: e.approved_level.map(|l| l.as_str().to_owned()),
-        }
+        })
     }
 
     pub(crate) fn into_domain(self, children: Children) -> Result<Exception, StoreError> {
         let Children { assessments, controls, approvals, reviews, control_checks } = children;
-        let subject = |field: &str, v: &str| Subject::parse(field, v).map_err(|e| StoreError::corrupt(e.message));
         let fields = Fields {
             title: self.title,
             category: parse("category", &self.category, Category::parse)?,
@@ -157,14 +169,18 @@ impl ExceptionRow {
             external_refs: json_list(&self.external_refs)?,
             tags: json_list(&self.tags)?,
         };
-        Ok(Exception {
+        let key = u64::try_from(self.key_num).ok().and_then(ExceptionKey::new);
+        let record = Record {
             id: ExceptionId(uuid(&self.id)?),
-            key: ExceptionKey(u64::try_from(self.key_num).map_err(StoreError::corrupt)?),
+            key: key.ok_or_else(|| StoreError::corrupt(format!("key {}", self.key_num)))?,
             fields,
             requester: subject("requester", &self.requester)?,
             on_behalf_of: self.on_behalf_of.as_deref().map(|s| subject("on_behalf_of", s)).transpose()?,
-            status: parse("status", &self.status, Status::parse)?,
-            status_reason: self.status_reason,
+            status_reason: self
+                .status_reason
+                .as_deref()
+                .map(|r| parse("status reason", r, Reason::parse))
+                .transpose()?,
             round: u32::try_from(self.round).map_err(StoreError::corrupt)?,
             version: u64::try_from(self.version).map_err(StoreError::corrupt)?,
             chronic: self.chronic,
@@ -189,7 +205,8 @@ impl ExceptionRow {
             renewal_justification: self.renewal_justification,
             approved_level: self.approved_level.as_deref().map(|l| parse("level", l, Level::parse)).transpose()?,
             next_due_at: self.next_due_at.map(utc),
-        })
+        };
+        Ok(Exception::restore(parse("status", &self.status, Status::parse)?, record))
     }
 }
 
@@ -203,9 +220,9 @@ pub(crate) struct Children {
     pub control_checks: Vec<ControlCheck>,
 }
 
-/// Lists and references are stored as JSON text; they are plain data and always serialise.
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "[]".to_owned())
+/// Lists and references are stored as JSON text.
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(StoreError::corrupt)
 }
 
 #[derive(Queryable, Selectable, Insertable, AsChangeset, Debug, Clone, PartialEq)]
@@ -227,11 +244,11 @@ pub(crate) struct ControlRow {
 }
 
 impl ControlRow {
-    pub(crate) fn from_domain(exception: &str, position: usize, c: &Control) -> Self {
-        Self {
+    pub(crate) fn from_domain(exception: &str, position: usize, c: &Control) -> Result<Self, StoreError> {
+        Ok(Self {
             id: c.id.0.to_string(),
             exception_id: exception.to_owned(),
-            position: i32::try_from(position).unwrap_or(i32::MAX),
+            position: i32::try_from(position).map_err(StoreError::corrupt)?,
             description: c.description.clone(),
             kind: c.kind.as_str().to_owned(),
             effectiveness: c.effectiveness.as_str().to_owned(),
@@ -240,9 +257,9 @@ impl ControlRow {
             verified_by: c.verified_by.as_ref().map(|s| s.as_str().to_owned()),
             verified_at: c.verified_at.map(naive),
             created_at: naive(c.created_at),
-            check_every_days: c.check_every_days.and_then(|d| i32::try_from(d).ok()),
+            check_every_days: c.check_every.map(|d| i32::from(d.days())),
             last_checked_at: c.last_checked_at.map(naive),
-        }
+        })
     }
 
     pub(crate) fn into_domain(self) -> Result<Control, StoreError> {
@@ -253,13 +270,13 @@ impl ControlRow {
             effectiveness: parse("effectiveness", &self.effectiveness, Effectiveness::parse)?,
             status: parse("control status", &self.status, ControlStatus::parse)?,
             evidence: self.evidence,
-            verified_by: self
-                .verified_by
-                .map(|s| Subject::parse("verified_by", &s).map_err(|e| StoreError::corrupt(e.message)))
-                .transpose()?,
+            verified_by: self.verified_by.map(|s| subject("verified_by", &s)).transpose()?,
             verified_at: self.verified_at.map(utc),
             created_at: utc(self.created_at),
-            check_every_days: self.check_every_days.and_then(|d| u32::try_from(d).ok()),
+            check_every: self
+                .check_every_days
+                .map(|d| CheckInterval::parse("check_every", i64::from(d)).map_err(|e| StoreError::corrupt(e.message)))
+                .transpose()?,
             last_checked_at: self.last_checked_at.map(utc),
         })
     }
@@ -281,11 +298,11 @@ pub(crate) struct ReviewRow {
 }
 
 impl ReviewRow {
-    pub(crate) fn from_domain(exception: &str, r: &Review) -> Self {
-        Self {
+    pub(crate) fn from_domain(exception: &str, r: &Review) -> Result<Self, StoreError> {
+        Ok(Self {
             id: r.id.to_string(),
             exception_id: exception.to_owned(),
-            round: i32::try_from(r.round).unwrap_or(i32::MAX),
+            round: small("round", r.round)?,
             reviewer: r.reviewer.as_str().to_owned(),
             reviewed_at: naive(r.at),
             controls_effective: r.controls_effective,
@@ -293,14 +310,14 @@ impl ReviewRow {
             better_option_available: r.better_option_available,
             outcome: r.outcome.as_str().to_owned(),
             comment: r.comment.clone(),
-        }
+        })
     }
 
     pub(crate) fn into_domain(self) -> Result<Review, StoreError> {
         Ok(Review {
             id: uuid(&self.id)?,
             round: u32::try_from(self.round).map_err(StoreError::corrupt)?,
-            reviewer: Subject::parse("reviewer", &self.reviewer).map_err(|e| StoreError::corrupt(e.message))?,
+            reviewer: subject("reviewer", &self.reviewer)?,
             at: utc(self.reviewed_at),
             controls_effective: self.controls_effective,
             justification_valid: self.justification_valid,
@@ -342,7 +359,7 @@ impl ControlCheckRow {
             control_id: ControlId(uuid(&self.control_id)?),
             result: parse("result", &self.result, CheckResult::parse)?,
             evidence: self.evidence,
-            checker: Subject::parse("checker", &self.checker).map_err(|e| StoreError::corrupt(e.message))?,
+            checker: subject("checker", &self.checker)?,
             at: utc(self.checked_at),
         })
     }
@@ -367,48 +384,47 @@ pub(crate) struct AssessmentRow {
 }
 
 impl AssessmentRow {
-    pub(crate) fn from_domain(exception: &str, a: &Assessment) -> Self {
+    pub(crate) fn from_domain(exception: &str, a: &Assessment) -> Result<Self, StoreError> {
         let (likelihood, impact, vector) = match &a.method {
             Method::Matrix { likelihood, impact } => (Some(i32::from(*likelihood)), Some(i32::from(*impact)), None),
-            Method::Cvss { vector } => (None, None, Some(vector.clone())),
+            Method::Cvss { vector, .. } => (None, None, Some(vector.clone())),
         };
-        Self {
+        Ok(Self {
             id: a.id.to_string(),
             exception_id: exception.to_owned(),
-            round: i32::try_from(a.round).unwrap_or(i32::MAX),
+            round: small("round", a.round)?,
             method: a.method.kind().as_str().to_owned(),
             likelihood,
             impact,
             vector,
-            inherent_score: i32::try_from(a.inherent_score.0).unwrap_or(i32::MAX),
-            residual_score: i32::try_from(a.residual_score.0).unwrap_or(i32::MAX),
+            inherent_score: small("score", a.inherent_score.0)?,
+            residual_score: small("score", a.residual_score.0)?,
             rationale: a.rationale.clone(),
-            threat_vectors: json(&a.threat_vectors),
+            threat_vectors: json(&a.threat_vectors)?,
             assessed_by: a.assessed_by.as_str().to_owned(),
             assessed_at: naive(a.assessed_at),
-        }
+        })
     }
 
     pub(crate) fn into_domain(self) -> Result<Assessment, StoreError> {
         let method =
             match (parse("method", &self.method, MethodKind::parse)?, self.likelihood, self.impact, self.vector) {
-                (MethodKind::Matrix, Some(l), Some(i), _) => Method::Matrix {
-                    likelihood: u8::try_from(l).map_err(StoreError::corrupt)?,
-                    impact: u8::try_from(i).map_err(StoreError::corrupt)?,
-                },
-                (MethodKind::Cvss, _, _, Some(vector)) => Method::Cvss { vector },
+                (MethodKind::Matrix, Some(l), Some(i), _) => Method::matrix(i64::from(l), i64::from(i))
+                    .map_err(|_| StoreError::corrupt(format!("assessment {} likelihood {l} impact {i}", self.id)))?,
+                (MethodKind::Cvss, _, _, Some(vector)) => {
+                    Method::cvss(&vector).map_err(|e| StoreError::corrupt(e.message))?
+                }
                 _ => return Err(StoreError::corrupt(format!("assessment {} has no method values", self.id))),
             };
         Ok(Assessment {
             id: uuid(&self.id)?,
             round: u32::try_from(self.round).map_err(StoreError::corrupt)?,
             method,
-            inherent_score: score(self.inherent_score),
-            residual_score: score(self.residual_score),
+            inherent_score: score(self.inherent_score)?,
+            residual_score: score(self.residual_score)?,
             rationale: self.rationale,
             threat_vectors: json_list(&self.threat_vectors)?,
-            assessed_by: Subject::parse("assessed_by", &self.assessed_by)
-                .map_err(|e| StoreError::corrupt(e.message))?,
+            assessed_by: subject("assessed_by", &self.assessed_by)?,
             assessed_at: utc(self.assessed_at),
         })
     }
@@ -434,23 +450,23 @@ pub(crate) struct ApprovalRow {
 }
 
 impl ApprovalRow {
-    pub(crate) fn from_domain(exception: &str, a: &Approval) -> Self {
-        Self {
+    pub(crate) fn from_domain(exception: &str, a: &Approval) -> Result<Self, StoreError> {
+        Ok(Self {
             id: a.id.to_string(),
             exception_id: exception.to_owned(),
-            round: i32::try_from(a.round).unwrap_or(i32::MAX),
+            round: small("round", a.round)?,
             role: a.role.as_str().to_owned(),
             approver: a.approver.as_str().to_owned(),
             comment: a.comment.clone(),
             approved_at: naive(a.at),
             assessment_id: a.risk.assessment_id.to_string(),
             method: a.risk.method.as_str().to_owned(),
-            inherent_score: i32::try_from(a.risk.inherent_score.0).unwrap_or(i32::MAX),
+            inherent_score: small("score", a.risk.inherent_score.0)?,
             inherent_level: a.risk.inherent_level.as_str().to_owned(),
-            residual_score: i32::try_from(a.risk.residual_score.0).unwrap_or(i32::MAX),
+            residual_score: small("score", a.risk.residual_score.0)?,
             residual_level: a.risk.residual_level.as_str().to_owned(),
             superseded: a.superseded,
-        }
+        })
     }
 
     pub(crate) fn into_domain(self) -> Result<Approval, StoreError> {
@@ -458,15 +474,15 @@ impl ApprovalRow {
             id: uuid(&self.id)?,
             round: u32::try_from(self.round).map_err(StoreError::corrupt)?,
             role: parse("role", &self.role, Role::parse)?,
-            approver: Subject::parse("approver", &self.approver).map_err(|e| StoreError::corrupt(e.message))?,
+            approver: subject("approver", &self.approver)?,
             comment: self.comment,
             at: utc(self.approved_at),
             risk: RiskSnapshot {
                 assessment_id: uuid(&self.assessment_id)?,
                 method: parse("method", &self.method, MethodKind::parse)?,
-                inherent_score: score(self.inherent_score),
+                inherent_score: score(self.inherent_score)?,
                 inherent_level: parse("level", &self.inherent_level, Level::parse)?,
-                residual_score: score(self.residual_score),
+                residual_score: score(self.residual_score)?,
                 residual_level: parse("level", &self.residual_level, Level::parse)?,
             },
             superseded: self.superseded,
@@ -507,6 +523,49 @@ pub(crate) struct NewAuditRow {
     pub request_id: Option<String>,
     pub prev_hash: String,
     pub hash: String,
+}
+
+impl AuditRow {
+    pub(crate) fn into_domain(self) -> Result<Event, StoreError> {
+        let roles: Vec<String> = json_list(&self.actor_roles)?;
+        let status = |s: &str| parse("status", s, Status::parse);
+        Ok(Event {
+            seq: self.seq,
+            entry: Entry {
+                exception_id: ExceptionId(uuid(&self.exception_id)?),
+                action: parse("audit action", &self.action, AuditAction::parse)?,
+                actor: subject("actor", &self.actor_subject)?,
+                roles: roles.iter().map(|r| parse("role", r, Role::parse)).collect::<Result<_, _>>()?,
+                on_behalf_of: self.on_behalf_of.as_deref().map(|s| subject("on_behalf_of", s)).transpose()?,
+                at: utc(self.at),
+                from_status: self.from_status.as_deref().map(status).transpose()?,
+                to_status: status(&self.to_status)?,
+                changes: serde_json::from_str(&self.changes).map_err(StoreError::corrupt)?,
+                request_id: self.request_id,
+            },
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        })
+    }
+}
+
+impl NewAuditRow {
+    pub(crate) fn from_domain(entry: &Entry, prev_hash: String, hash: String) -> Result<Self, StoreError> {
+        Ok(Self {
+            exception_id: entry.exception_id.to_string(),
+            action: entry.action.as_str().to_owned(),
+            actor_subject: entry.actor.as_str().to_owned(),
+            actor_roles: json(&entry.roles)?,
+            on_behalf_of: entry.on_behalf_of.as_ref().map(|s| s.as_str().to_owned()),
+            at: naive(entry.at),
+            from_status: entry.from_status.map(|s| s.as_str().to_owned()),
+            to_status: entry.to_status.as_str().to_owned(),
+            changes: entry.changes.to_string(),
+            request_id: entry.request_id.clone(),
+            prev_hash,
+            hash,
+        })
+    }
 }
 
 #[derive(Insertable, Debug)]

@@ -1,0 +1,1 @@
+-- A repair of stored values: there is nothing to undo.
