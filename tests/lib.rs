@@ -11,7 +11,7 @@ use leeway_api::Application;
 use leeway_api::auth::Auth;
 use leeway_api::clock::{Clock, ManualClock};
 use leeway_api::config::Config;
-use leeway_domain::role::Role;
+use leeway_domain::kinds::Role;
 use serde_json::{Value, json};
 use std::sync::Arc;
 

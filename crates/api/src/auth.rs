@@ -1,6 +1,7 @@
-//! Bearer-token authentication (RFC 8725): HS256 only, `exp` required, `exp`/`nbf` checked
-//! against the injected clock with 60 s leeway, `iss`/`aud` when configured. The caller is
-//! an extractor, so no handler can forget it.
+//! Bearer-token authentication (RFC 8725): HS256 only, at most 8 KiB, no `crit` extension
+//! (none is understood), numeric `exp` required, `exp`/`nbf`/`iat` numeric and checked against
+//! the injected clock with 60 s leeway, `iss`/`aud` when configured. The caller is an
+//! extractor, so no handler can forget it.
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
@@ -13,11 +14,37 @@ use crate::AppState;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiError;
-use leeway_domain::record::Subject;
-use leeway_domain::role::{Actor, Role};
+use leeway_domain::access::Actor;
+use leeway_domain::ids::Subject;
+use leeway_domain::kinds::Role;
 
-/// Allowed clock skew for `exp` and `nbf`.
+/// Allowed clock skew for `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECONDS: i64 = 60;
+
+/// The longest token accepted.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// A NumericDate (RFC 7519): a JSON number of seconds, possibly fractional.
+fn numeric_date(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| v.as_f64().filter(|f| f.is_finite() && f.abs() < 1e15).map(|f| f.floor() as i64))
+}
+
+/// Why a token was refused, told without the parser's internals.
+fn refusal(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidSignature => "the token's signature does not verify".to_owned(),
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => "the token's algorithm is not allowed (HS256 only)".to_owned(),
+        K::MissingRequiredClaim(c) => format!("the token has no usable {c} claim"),
+        K::InvalidIssuer => "the token's iss is not the configured issuer".to_owned(),
+        K::InvalidAudience => "the token's aud does not name this service".to_owned(),
+        K::InvalidSubject => "the token's sub is not usable".to_owned(),
+        K::InvalidClaimFormat(c) => format!("the token's {c} claim is not a number of seconds"),
+        _ => {
+            "the token is malformed: expected a JWT of three base64url parts, a JSON header and JSON claims".to_owned()
+        }
+    }
+}
 
 /// Token verification settings.
 #[derive(Clone)]
@@ -95,31 +122,63 @@ impl Auth {
 
     /// Verifies a token and resolves the caller.
     pub fn verify(&self, token: &str) -> Result<Actor, ApiError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(ApiError::unauthorized(format!("the token is longer than {MAX_TOKEN_BYTES} bytes")));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| ApiError::unauthorized(refusal(&e)))?;
+        // RFC 7515 4.1.11: an extension the recipient does not understand must be refused,
+        // and Leeway understands none
+        if let Some(crit) = header.crit.filter(|c| !c.is_empty()) {
+            return Err(ApiError::unauthorized(format!(
+                "the token's crit header names extensions this service does not understand: {}",
+                crit.join(", ")
+            )));
+        }
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &self.validation)
-            .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
+            .map_err(|e| ApiError::unauthorized(refusal(&e)))?;
         let claims = data.claims;
         let now = self.clock.now().timestamp();
-        let exp = claims
-            .get("exp")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| ApiError::unauthorized("token has no numeric exp"))?;
-        if now > exp + LEEWAY_SECONDS {
-            return Err(ApiError::unauthorized("token has expired"));
+        let time = |name: &str| match claims.get(name) {
+            None => Ok(None),
+            Some(v) => numeric_date(v)
+                .map(Some)
+                .ok_or_else(|| ApiError::unauthorized(format!("the token's {name} claim is not a number of seconds"))),
+        };
+        let exp = time("exp")?.ok_or_else(|| ApiError::unauthorized("the token has no exp claim"))?;
+        if now > exp.saturating_add(LEEWAY_SECONDS) {
+            return Err(ApiError::unauthorized("the token has expired"));
         }
-        if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64)
-            && now + LEEWAY_SECONDS < nbf
+        if let Some(nbf) = time("nbf")?
+            && now.saturating_add(LEEWAY_SECONDS) < nbf
         {
-            return Err(ApiError::unauthorized("token is not valid yet (nbf)"));
+            return Err(ApiError::unauthorized("the token is not valid yet (nbf)"));
+        }
+        if let Some(iat) = time("iat")?
+            && now.saturating_add(LEEWAY_SECONDS) < iat
+        {
+            return Err(ApiError::unauthorized("the token was issued in the future (iat)"));
         }
         let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
-        let subject = Subject::parse("sub", sub).map_err(|_| ApiError::unauthorized("token has no usable sub"))?;
+        let subject =
+            Subject::parse("sub", sub).map_err(|_| ApiError::unauthorized("the token has no usable sub claim"))?;
         let roles = match claims.get(&self.roles_claim) {
             Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).filter_map(Role::parse).collect(),
             // a space-separated string, as some identity providers send scopes
             Some(Value::String(s)) => s.split_whitespace().filter_map(Role::parse).collect(),
             _ => Vec::new(),
         };
-        let business_unit = claims.get(&self.business_unit_claim).and_then(Value::as_str).map(str::to_owned);
+        let business_unit = match claims.get(&self.business_unit_claim) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(b)) => Some(leeway_domain::text::bounded("business_unit", b, 1, 100).map_err(|e| {
+                ApiError::unauthorized(format!("the token's {} claim {}", self.business_unit_claim, e.message))
+            })?),
+            Some(_) => {
+                return Err(ApiError::unauthorized(format!(
+                    "the token's {} claim is not a string",
+                    self.business_unit_claim
+                )));
+            }
+        };
         Ok(Actor { subject, roles, business_unit })
     }
 

@@ -1,62 +1,40 @@
-//! Request extractors: a JSON body that names every bad field, `If-Match`, and
-//! `Idempotency-Key`.
+//! Request extractors: a JSON body checked against the contract and parsed into the domain's
+//! types at once, naming every bad field; `If-Match`; and `Idempotency-Key`.
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, web};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
-use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
-use crate::error::ApiError;
+use crate::AppState;
+use crate::contract::field_path;
+use crate::error::{ApiError, ProblemCode};
 use leeway_domain::FieldError;
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 1024 * 1024;
 
-/// Members of the exception resource that only the server sets.
-const SERVER_CONTROLLED: &[&str] = &[
-    "id",
-    "key",
-    "status",
-    "status_reason",
-    "covering",
-    "round",
-    "version",
-    "risk",
-    "controls_summary",
-    "approvals",
-    "required_approvals",
-    "allowed_actions",
-    "reviews",
-    "requester",
-    "chronic",
-    "at_risk",
-    "created_at",
-    "updated_at",
-    "submitted_at",
-    "approved_at",
-    "closed_at",
-    "next_review_at",
-    "verified_by",
-    "verified_at",
-];
-
-/// A JSON body, deserialised strictly (unknown members refused) and validated; keeps the
-/// SHA-256 of the raw bytes for idempotency.
-#[derive(Debug)]
-pub struct JsonBody<T> {
-    /// The parsed body.
-    pub value: T,
-    /// Hex SHA-256 of the bytes received.
-    pub digest: String,
+/// A request body as it arrives on the wire, and how it becomes the domain's input.
+pub trait Wire: DeserializeOwned + 'static {
+    /// The parsed input.
+    type Parsed: 'static;
+    /// Parses the wire value, naming every bad field.
+    fn parse(self) -> Result<Self::Parsed, Vec<FieldError>>;
 }
 
-/// A 400 or 413 for a body that could not be read.
-pub fn payload_problem(detail: &str) -> ApiError {
-    ApiError::bad_request("malformed_body", detail.to_owned())
+/// A JSON body: checked against the contract (every violation named), then parsed into the
+/// domain's types; keeps the SHA-256 of the raw bytes for idempotency.
+#[derive(Debug)]
+pub struct JsonBody<T: Wire> {
+    /// The parsed body.
+    pub value: T::Parsed,
+    /// Hex SHA-256 of the bytes received.
+    pub digest: String,
 }
 
 fn is_json(req: &HttpRequest) -> bool {
@@ -67,94 +45,88 @@ fn is_json(req: &HttpRequest) -> bool {
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Turns serde's error into a problem: syntax errors are 400, wrong values 422 naming the
-/// field (and the unknown member itself, for unknown fields).
-fn decode_problem(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
-    let path = err.path().to_string();
-    let inner = err.inner();
-    match inner.classify() {
-        serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io => {
-            ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {inner}"))
-        }
-        serde_json::error::Category::Data => ApiError::validation(field_errors(&path, &inner.to_string())),
-    }
-}
-
-/// Names the field a serde data error is about: the unknown member itself for unknown
-/// fields, the missing member for missing ones, else the path.
-pub fn field_errors(path: &str, msg: &str) -> Vec<FieldError> {
-    let msg = msg.split(" at line ").next().unwrap_or(msg).to_owned();
-    // serde_path_to_error's path already ends with an unknown member's name; not so for a
-    // missing one.
-    let join = |name: &str| match path {
-        "." | "" => name.to_owned(),
-        p if p == name || p.ends_with(&format!(".{name}")) => p.to_owned(),
-        p => format!("{p}.{name}"),
+/// Every string (and member name) holding a NUL character: PostgreSQL cannot store one, and
+/// no legitimate text has one, so it is refused on both backends alike.
+fn nul_characters(v: &Value, at: &str, out: &mut Vec<FieldError>) {
+    let bad = |at: &str| {
+        FieldError::new(
+            if at.is_empty() { "body".to_owned() } else { at.to_owned() },
+            "invalid_character",
+            "must not contain NUL (\\u0000) characters",
+        )
     };
-    if let Some(name) = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
-        let (code, message) = if SERVER_CONTROLLED.contains(&name) {
-            ("server_controlled", format!("`{name}` is set by the server and cannot be sent"))
-        } else {
-            ("unknown_field", msg.clone())
-        };
-        return vec![FieldError::new(join(name), code, message)];
-    }
-    if let Some(name) = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
-        return vec![FieldError::new(join(name), "required", "is required")];
-    }
-    let field = if path == "." || path.is_empty() { "body".to_owned() } else { path.to_owned() };
-    let code = if msg.starts_with("unknown variant") { "invalid_value" } else { "invalid_type" };
-    vec![FieldError::new(field, code, msg)]
-}
-
-/// Flattens validator's nested errors into field paths.
-pub fn flatten(errors: &ValidationErrors) -> Vec<FieldError> {
-    fn walk(prefix: &str, errors: &ValidationErrors, out: &mut Vec<FieldError>) {
-        for (field, kind) in errors.errors() {
-            let path = if prefix.is_empty() { field.to_string() } else { format!("{prefix}.{field}") };
-            match kind {
-                ValidationErrorsKind::Field(list) => {
-                    for e in list {
-                        let message = e.message.as_ref().map_or_else(|| describe(e), ToString::to_string);
-                        out.push(FieldError::new(path.clone(), code_of(&e.code), message));
-                    }
-                }
-                ValidationErrorsKind::Struct(inner) => walk(&path, inner, out),
-                ValidationErrorsKind::List(items) => {
-                    for (i, inner) in items {
-                        walk(&format!("{path}[{i}]"), inner, out);
-                    }
+    match v {
+        Value::String(s) if s.contains('\0') => out.push(bad(at)),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                nul_characters(item, &format!("{at}[{i}]"), out);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                if k.contains('\0') {
+                    out.push(bad(&path));
+                } else {
+                    nul_characters(item, &path, out);
                 }
             }
         }
-    }
-    let mut out = Vec::new();
-    walk("", errors, &mut out);
-    out.sort_by(|a, b| a.field.cmp(&b.field));
-    out
-}
-
-fn code_of(code: &str) -> &'static str {
-    match code {
-        "length" => "invalid_length",
-        "range" => "out_of_range",
-        "required" => "required",
-        _ => "invalid_value",
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
     }
 }
 
-fn describe(e: &validator::ValidationError) -> String {
-    let p = |k: &str| e.params.get(k).map(ToString::to_string);
-    match (e.code.as_ref(), p("min"), p("max")) {
-        ("length", Some(min), Some(max)) => format!("length must be between {min} and {max}"),
-        ("length", None, Some(max)) => format!("length must be at most {max}"),
-        ("length", Some(min), None) => format!("length must be at least {min}"),
-        ("range", Some(min), Some(max)) => format!("must be between {min} and {max}"),
-        _ => format!("is invalid ({})", e.code),
-    }
+/// The top-level member a field path belongs to (`controls[0].kind` -> `controls`).
+fn member(field: &str) -> &str {
+    field.split(['.', '[']).next().unwrap_or(field)
 }
 
-impl<T: DeserializeOwned + Validate + 'static> FromRequest for JsonBody<T> {
+/// Decodes the body in three steps, so that every problem is reported at once: the contract
+/// (structure, types, lengths, enums, formats), serde for what is left of it, then the domain's
+/// parse, whose errors count for the members the contract found no fault with.
+fn decode<T: Wire>(raw: &[u8], req: &HttpRequest) -> Result<T::Parsed, ApiError> {
+    let mut value: Value = serde_json::from_slice(raw)
+        .map_err(|e| ApiError::new(ProblemCode::MalformedJson, format!("the body is not valid JSON: {e}")))?;
+    let mut errors = Vec::new();
+    nul_characters(&value, "", &mut errors);
+    let state = req.app_data::<web::Data<AppState>>().ok_or_else(|| ApiError::internal(&"no app state"))?;
+    let pattern = req.match_pattern().unwrap_or_default();
+    let contract = state
+        .contract
+        .check(req.method().as_str(), &pattern, &value)
+        .ok_or_else(|| ApiError::internal(&format!("no body schema for {} {pattern}", req.method())))?;
+    errors.extend(contract);
+    // a body the contract lets be `null` (an optional action body) is an empty one
+    if value.is_null() && errors.is_empty() {
+        value = Value::Object(serde_json::Map::new());
+    }
+    // members at fault are left out, so that the rest can still be parsed and judged
+    let faulty: BTreeSet<String> = errors.iter().map(|e| member(&e.field).to_owned()).collect();
+    if let Value::Object(map) = &mut value {
+        map.retain(|k, _| !faulty.contains(k));
+    } else if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(wire) => match wire.parse() {
+            Ok(parsed) if errors.is_empty() => return Ok(parsed),
+            Ok(_) => {}
+            Err(more) => errors.extend(more.into_iter().filter(|e| !faulty.contains(member(&e.field)))),
+        },
+        // what the contract let through and serde refused (a schema gap): still the field
+        Err(e) if errors.is_empty() => {
+            let at = field_path(&format!("/{}", e.path().to_string().replace('.', "/")));
+            let message = e.inner().to_string();
+            let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+            errors.push(FieldError::new(if at.is_empty() { "body".to_owned() } else { at }, "invalid_value", message));
+        }
+        Err(_) => {}
+    }
+    errors.sort_by(|a, b| a.field.cmp(&b.field));
+    Err(ApiError::validation(errors))
+}
+
+impl<T: Wire> FromRequest for JsonBody<T> {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
@@ -165,37 +137,31 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for JsonBody<T> {
             let bytes = bytes.await.map_err(|e| {
                 if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        "The body is too large",
+                        ProblemCode::PayloadTooLarge,
                         format!("request bodies are limited to {MAX_BODY} bytes"),
                     )
+                    .with("max_bytes", MAX_BODY)
                 } else {
-                    payload_problem(&e.to_string())
+                    ApiError::new(ProblemCode::MalformedBody, e.to_string())
                 }
             })?;
             let empty = bytes.iter().all(u8::is_ascii_whitespace);
             if !empty && !is_json(&req) {
                 return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "The body must be JSON",
-                    "send Content-Type: application/json",
+                    ProblemCode::UnsupportedMediaType,
+                    "send Content-Type: application/json (application/merge-patch+json for PATCH)",
                 ));
             }
+            // an absent body is an empty object: the body's own rules say what it must hold
             let raw: &[u8] = if empty { b"{}" } else { &bytes };
-            let mut de = serde_json::Deserializer::from_slice(raw);
-            let value: T = serde_path_to_error::deserialize(&mut de).map_err(decode_problem)?;
-            de.end().map_err(|e| {
-                ApiError::bad_request("malformed_json", format!("trailing characters after the JSON body: {e}"))
-            })?;
-            value.validate().map_err(|e| ApiError::validation(flatten(&e)))?;
-            Ok(Self { value, digest: hex::encode(Sha256::digest(raw)) })
+            let digest = hex::encode(Sha256::digest(raw));
+            Ok(Self { value: decode::<T>(raw, &req)?, digest })
         })
     }
 }
 
-/// The version named by `If-Match`, if the header was sent (`*` matches anything).
+/// The version named by `If-Match`, if the header was sent (`*` matches anything). A tag that
+/// is not a strong `"<version>"` never matches (RFC 9110 strong comparison).
 #[derive(Debug, Clone, Copy)]
 pub struct IfMatch(pub Option<u64>);
 
@@ -204,26 +170,41 @@ impl FromRequest for IfMatch {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let parse = || {
-            let Some(v) = req.headers().get(actix_web::http::header::IF_MATCH) else { return Ok(Self(None)) };
-            let v = v.to_str().map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match is not ASCII"))?.trim();
-            if v == "*" {
-                return Ok(Self(None));
-            }
-            // A weak tag never satisfies If-Match (RFC 9110 strong comparison): it cannot match.
-            let tag = v.strip_prefix('"').and_then(|r| r.strip_suffix('"')).filter(|_| !v.starts_with("W/"));
-            match tag.and_then(|t| t.parse::<u64>().ok()) {
-                Some(n) => Ok(Self(Some(n))),
-                None => Ok(Self(Some(u64::MAX))),
-            }
+        let Some(v) = req.headers().get(actix_web::http::header::IF_MATCH) else {
+            return std::future::ready(Ok(Self(None)));
         };
-        std::future::ready(parse())
+        let v = String::from_utf8_lossy(v.as_bytes());
+        let v = v.trim();
+        if v == "*" {
+            return std::future::ready(Ok(Self(None)));
+        }
+        let tag = v.strip_prefix('"').and_then(|r| r.strip_suffix('"'));
+        std::future::ready(Ok(Self(Some(tag.and_then(|t| t.parse::<u64>().ok()).unwrap_or(u64::MAX)))))
     }
 }
 
-/// The `Idempotency-Key` header: 1..255 visible ASCII characters, quotes optional.
+/// The `Idempotency-Key` header: 1..255 visible ASCII characters; one pair of surrounding
+/// quotes (the draft standard's sf-string form) is not part of the key.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey(pub Option<String>);
+
+impl IdempotencyKey {
+    /// Parses a header value.
+    pub fn parse(raw: &[u8]) -> Result<String, ApiError> {
+        let bad = || {
+            ApiError::new(
+                ProblemCode::InvalidIdempotencyKey,
+                "Idempotency-Key must be 1..255 visible ASCII characters (a UUID is recommended)",
+            )
+        };
+        if raw.is_empty() || raw.len() > 255 || !raw.iter().all(u8::is_ascii_graphic) {
+            return Err(bad());
+        }
+        let v = std::str::from_utf8(raw).map_err(|_| bad())?;
+        let inner = v.strip_prefix('"').and_then(|r| r.strip_suffix('"')).filter(|k| !k.is_empty());
+        Ok(inner.unwrap_or(v).to_owned())
+    }
+}
 
 impl FromRequest for IdempotencyKey {
     type Error = ApiError;
@@ -234,18 +215,34 @@ impl FromRequest for IdempotencyKey {
             let mut values = req.headers().get_all("idempotency-key");
             let Some(v) = values.next() else { return Ok(Self(None)) };
             if values.next().is_some() {
-                return Err(ApiError::bad_request("invalid_idempotency_key", "send Idempotency-Key once"));
+                return Err(ApiError::new(ProblemCode::InvalidIdempotencyKey, "send Idempotency-Key once"));
             }
-            let v = v.to_str().unwrap_or("").trim();
-            let v = v.strip_prefix('"').and_then(|r| r.strip_suffix('"')).unwrap_or(v);
-            if v.is_empty() || v.len() > 255 || !v.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(ApiError::bad_request(
-                    "invalid_idempotency_key",
-                    "Idempotency-Key must be 1..255 visible ASCII characters (a UUID is recommended)",
-                ));
-            }
-            Ok(Self(Some(v.to_owned())))
+            Self::parse(v.as_bytes()).map(|k| Self(Some(k)))
         };
         std::future::ready(parse())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_are_found_anywhere() {
+        let v: Value =
+            serde_json::from_str(r#"{"a": "x\u0000", "b": [{"c": "ok"}, {"d\u0000": 1}], "e": "fine"}"#).unwrap();
+        let mut out = Vec::new();
+        nul_characters(&v, "", &mut out);
+        let fields: Vec<&str> = out.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["a", "b[1].d\u{0}"]);
+    }
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii_with_optional_quotes() {
+        assert_eq!(IdempotencyKey::parse(b"\"abc\"").unwrap(), "abc");
+        assert_eq!(IdempotencyKey::parse(b"abc").unwrap(), "abc");
+        assert_eq!(IdempotencyKey::parse(b"\"\"").unwrap(), "\"\"");
+        assert!(IdempotencyKey::parse(b"has space").is_err());
+        assert!(IdempotencyKey::parse(&[b'a'; 256]).is_err());
     }
 }

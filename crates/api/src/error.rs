@@ -1,10 +1,11 @@
 //! The one place errors become HTTP: RFC 9457 `application/problem+json` with a stable
-//! `code`, per-field `errors`, and the request id as `instance`. A 500 is logged in full and
-//! told to the client in one line.
+//! `code` from a closed list, per-field `errors`, and the request id as `instance`. A 500 is
+//! logged in full and told to the client in one line.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{ContentType, HeaderValue};
+use actix_web::http::header::HeaderValue;
 use actix_web::{HttpResponse, ResponseError};
+use leeway_domain::error::MaxDuration;
 use leeway_domain::{DomainError, FieldError};
 use leeway_persistence::StoreError;
 use serde::Serialize;
@@ -20,6 +21,95 @@ tokio::task_local! {
 pub fn current_request_id() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
+
+macro_rules! problem_codes {
+    ($($(#[$doc:meta])* $v:ident = ($code:literal, $status:ident, $title:literal)),+ $(,)?) => {
+        /// Every problem Leeway answers with. Each is documented in docs/API-DESIGN.md and
+        /// used somewhere in the code (a test checks both).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ProblemCode { $($(#[$doc])* $v),+ }
+
+        impl ProblemCode {
+            /// Every code.
+            pub const ALL: &'static [ProblemCode] = &[$(ProblemCode::$v),+];
+
+            /// The stable machine token.
+            pub fn as_str(self) -> &'static str {
+                match self { $(ProblemCode::$v => $code),+ }
+            }
+
+            /// The HTTP status it is answered with.
+            pub fn status(self) -> StatusCode {
+                match self { $(ProblemCode::$v => StatusCode::$status),+ }
+            }
+
+            /// The problem type's title (RFC 9457: the same on every occurrence).
+            pub fn title(self) -> &'static str {
+                match self { $(ProblemCode::$v => $title),+ }
+            }
+
+            /// The variant's name in the source, for the test that checks each is used.
+            pub fn variant(self) -> &'static str {
+                match self { $(ProblemCode::$v => stringify!($v)),+ }
+            }
+        }
+    };
+}
+
+problem_codes!(
+    /// The body is not valid JSON.
+    MalformedJson = ("malformed_json", BAD_REQUEST, "The request is malformed"),
+    /// The body could not be read.
+    MalformedBody = ("malformed_body", BAD_REQUEST, "The request is malformed"),
+    /// An unknown or bad query parameter.
+    InvalidQuery = ("invalid_query", BAD_REQUEST, "The request is malformed"),
+    /// A cursor that was not issued for this list.
+    InvalidCursor = ("invalid_cursor", BAD_REQUEST, "The request is malformed"),
+    /// A bad `Idempotency-Key` header.
+    InvalidIdempotencyKey = ("invalid_idempotency_key", BAD_REQUEST, "The request is malformed"),
+    /// A bad path parameter.
+    InvalidPath = ("invalid_path", BAD_REQUEST, "The request is malformed"),
+    /// No token, or a token that is refused.
+    Unauthorized = ("unauthorized", UNAUTHORIZED, "Authentication is required"),
+    /// The caller's roles or relation to the exception do not permit the action.
+    Forbidden = ("forbidden", FORBIDDEN, "The caller's roles do not permit this"),
+    /// Separation of duties forbids the action.
+    SeparationOfDuties = ("separation_of_duties", FORBIDDEN, "Separation of duties forbids this"),
+    /// Absent, or not visible to the caller.
+    NotFound = ("not_found", NOT_FOUND, "Not found"),
+    /// No such compensating control.
+    ControlNotFound = ("control_not_found", NOT_FOUND, "No such compensating control"),
+    /// The path exists, the method does not.
+    MethodNotAllowed = ("method_not_allowed", METHOD_NOT_ALLOWED, "The method is not allowed here"),
+    /// The action is not allowed in the current state.
+    InvalidTransition = ("invalid_transition", CONFLICT, "The action is not allowed in the current state"),
+    /// The external reference belongs to another exception.
+    DuplicateExternalReference =
+        ("duplicate_external_reference", CONFLICT, "The external reference belongs to another exception"),
+    /// `If-Match` does not name the current version.
+    PreconditionFailed = ("precondition_failed", PRECONDITION_FAILED, "If-Match does not match the current version"),
+    /// The body is too large.
+    PayloadTooLarge = ("payload_too_large", PAYLOAD_TOO_LARGE, "The body is too large"),
+    /// The body is not JSON.
+    UnsupportedMediaType = ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "The body must be JSON"),
+    /// One or more fields are invalid.
+    ValidationFailed = ("validation_failed", UNPROCESSABLE_ENTITY, "The request is not valid"),
+    /// The lifetime asked for is longer than the policy allows.
+    DurationExceedsPolicy =
+        ("duration_exceeds_policy", UNPROCESSABLE_ENTITY, "The requested duration exceeds the policy"),
+    /// The `Idempotency-Key` was used for another request.
+    IdempotencyKeyReused =
+        ("idempotency_key_reused", UNPROCESSABLE_ENTITY, "The Idempotency-Key was used for another request"),
+    /// A covering-exception limit would be exceeded.
+    LimitExceeded = ("limit_exceeded", UNPROCESSABLE_ENTITY, "A covering-exception limit would be exceeded"),
+    /// The request's head is too large.
+    RequestHeaderFieldsTooLarge =
+        ("request_header_fields_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE, "The request's headers are too large"),
+    /// A bug: logged in full, told in one line.
+    Internal = ("internal", INTERNAL_SERVER_ERROR, "Internal error"),
+    /// The database is unreachable or migrations are pending.
+    NotReady = ("not_ready", SERVICE_UNAVAILABLE, "Not ready"),
+);
 
 /// One invalid field.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -63,14 +153,15 @@ pub struct Problem {
 
 /// An error on its way to becoming a problem response (boxed: errors are the rare path).
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {}", .0.code, .0.detail)]
+#[error("{}: {}", .0.code.as_str(), .0.detail)]
 pub struct ApiError(Box<Details>);
 
 #[derive(Debug)]
 struct Details {
-    status: StatusCode,
-    code: &'static str,
-    title: &'static str,
+    code: ProblemCode,
+    /// The request it answers, taken when the error is made (it may be rendered outside the
+    /// request's scope, by actix, after the middleware returned it).
+    request_id: Option<String>,
     detail: String,
     errors: Vec<FieldProblem>,
     extra: Map<String, Value>,
@@ -96,16 +187,20 @@ pub fn pointer(field: &str) -> String {
 
 impl ApiError {
     /// A problem with no field errors.
-    pub fn new(status: StatusCode, code: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
         Self(Box::new(Details {
-            status,
             code,
-            title,
+            request_id: current_request_id(),
             detail: detail.into(),
             errors: Vec::new(),
             extra: Map::new(),
             headers: Vec::new(),
         }))
+    }
+
+    /// The problem's code.
+    pub fn code(&self) -> ProblemCode {
+        self.0.code
     }
 
     /// Adds an extension member.
@@ -124,9 +219,7 @@ impl ApiError {
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let n = errors.len();
         let mut e = Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-            "The request is not valid",
+            ProblemCode::ValidationFailed,
             format!(
                 "{n} field(s) are invalid: {}",
                 errors.iter().map(|f| f.field.as_str()).collect::<Vec<_>>().join(", ")
@@ -144,53 +237,42 @@ impl ApiError {
         e
     }
 
-    /// 400 for a malformed body or parameter.
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, "The request is malformed", detail)
+    /// 400 for a bad query parameter, naming it.
+    pub fn query(param: &str, detail: impl std::fmt::Display) -> Self {
+        Self::new(ProblemCode::InvalidQuery, format!("{param}: {detail}")).with("parameter", param)
     }
 
     /// 401.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authentication is required", detail)
-            .header("www-authenticate", "Bearer".to_owned())
+        Self::new(ProblemCode::Unauthorized, detail).header("www-authenticate", "Bearer".to_owned())
     }
 
     /// 403.
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", "The caller's roles do not permit this", detail)
+        Self::new(ProblemCode::Forbidden, detail)
     }
 
     /// 404, the same for absent and not visible.
     pub fn not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "Not found",
-            "no such resource, or it is not visible to the caller",
-        )
+        Self::new(ProblemCode::NotFound, "no such resource, or it is not visible to the caller")
     }
 
     /// 500: the cause is logged, the client is told one line.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, request_id = current_request_id().unwrap_or_default(), "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            "an internal error occurred; quote the request id",
-        )
+        Self::new(ProblemCode::Internal, "an internal error occurred; quote the request id")
     }
 
-    /// The problem body, for tests and the OpenAPI examples.
+    /// The problem body.
     pub fn problem(&self) -> Problem {
         let d = &self.0;
         Problem {
-            type_: format!("urn:problem-type:leeway:{}", d.code),
-            title: d.title.to_owned(),
-            status: d.status.as_u16(),
+            type_: format!("urn:problem-type:leeway:{}", d.code.as_str()),
+            title: d.code.title().to_owned(),
+            status: d.code.status().as_u16(),
             detail: d.detail.clone(),
-            instance: current_request_id().map(|id| format!("urn:uuid:{id}")),
-            code: d.code.to_owned(),
+            instance: d.request_id.as_ref().map(|id| format!("urn:uuid:{id}")),
+            code: d.code.as_str().to_owned(),
             errors: d.errors.clone(),
             extra: d.extra.clone(),
         }
@@ -199,12 +281,15 @@ impl ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.0.status
+        self.0.code.status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut res = HttpResponse::build(self.0.status);
-        res.insert_header(ContentType("application/problem+json".parse().unwrap_or(mime_json())));
+        let mut res = HttpResponse::build(self.status_code());
+        res.insert_header(("content-type", "application/problem+json"));
+        if let Some(id) = self.0.request_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
+            res.insert_header(("x-request-id", id));
+        }
         for (k, v) in &self.0.headers {
             if let Ok(v) = HeaderValue::from_str(v) {
                 res.insert_header((*k, v));
@@ -214,8 +299,12 @@ impl ResponseError for ApiError {
     }
 }
 
-fn mime_json() -> actix_web::mime::Mime {
-    actix_web::mime::APPLICATION_JSON
+fn names<T: std::fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        "nothing".to_owned()
+    } else {
+        items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    }
 }
 
 impl From<DomainError> for ApiError {
@@ -223,39 +312,41 @@ impl From<DomainError> for ApiError {
         match e {
             DomainError::Invalid(errors) => ApiError::validation(errors),
             DomainError::InvalidTransition { action, current, allowed } => ApiError::new(
-                StatusCode::CONFLICT,
-                "invalid_transition",
-                "The action is not allowed in the current state",
-                format!(
-                    "cannot {action} an exception in state {current}; allowed from {current}: {}",
-                    if allowed.is_empty() { "nothing".to_owned() } else { allowed.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ") }
-                ),
+                ProblemCode::InvalidTransition,
+                format!("cannot {action} an exception in state {current}; allowed from {current}: {}", names(&allowed)),
             )
-            .with("current_state", current.as_str())
-            .with("allowed_actions", allowed.iter().map(|a| a.as_str()).collect::<Vec<_>>()),
-            DomainError::Forbidden { action, needs } => ApiError::forbidden(format!(
-                "{action} needs one of the roles: {}",
-                needs.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
-            ))
-            .with("required_roles", needs.iter().map(|r| r.as_str()).collect::<Vec<_>>()),
-            DomainError::SeparationOfDuties(why) => {
-                ApiError::new(StatusCode::FORBIDDEN, "separation_of_duties", "Separation of duties forbids this", why)
+            .with("current_state", current)
+            .with("allowed_actions", allowed),
+            DomainError::Forbidden { action, needs } => {
+                ApiError::forbidden(format!("{action} needs one of the roles: {}", names(&needs)))
+                    .with("required_roles", needs)
             }
-            DomainError::DurationExceedsPolicy { level, max_days, latest_expires_at } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "duration_exceeds_policy",
-                "The requested duration exceeds the policy",
-                format!("residual level {level} allows at most {max_days} days; send expires_at no later than {latest_expires_at}"),
-            )
-            .with("residual_level", level.as_str())
-            .with("max_duration_days", max_days)
-            .with("latest_expires_at", latest_expires_at),
+            DomainError::OutsideBusinessUnit { unit } => ApiError::forbidden(format!(
+                "a requester may only create exceptions in their own business unit ({unit}); an analyst or an integration may file for others"
+            ))
+            .with("business_unit", unit),
+            DomainError::SeparationOfDuties(why) => ApiError::new(ProblemCode::SeparationOfDuties, why),
+            DomainError::DurationExceedsPolicy { max, latest_expires_at } => {
+                let e = ApiError::new(ProblemCode::DurationExceedsPolicy, match max {
+                    MaxDuration::Level { level, days } => format!(
+                        "residual level {level} allows at most {days} days; send expires_at no later than {latest_expires_at}"
+                    ),
+                    MaxDuration::Emergency { hours } => format!(
+                        "an emergency exception lasts at most {hours} hours until it is ratified; send expires_at no later than {latest_expires_at}"
+                    ),
+                })
+                .with("latest_expires_at", latest_expires_at);
+                match max {
+                    MaxDuration::Level { level, days } => {
+                        e.with("residual_level", level).with("max_duration_days", days)
+                    }
+                    MaxDuration::Emergency { hours } => e.with("emergency", true).with("max_duration_hours", hours),
+                }
+            }
             DomainError::LimitExceeded { scope, name, limit, holders } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "limit_exceeded",
-                "A covering-exception limit would be exceeded",
+                ProblemCode::LimitExceeded,
                 format!(
-                    "{scope} {name} already has {} covering exception(s) ({}); the limit is {limit}",
+                    "{scope} {name} already has {} exception(s) holding its places ({}); the limit is {limit}",
                     holders.len(),
                     holders.join(", ")
                 ),
@@ -264,12 +355,10 @@ impl From<DomainError> for ApiError {
             .with(scope, name)
             .with("limit", limit)
             .with("held_by", holders),
-            DomainError::NoSuchControl(id) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "control_not_found",
-                "No such compensating control",
-                format!("the exception has no control {id}"),
-            ),
+            DomainError::NoSuchControl(id) => {
+                ApiError::new(ProblemCode::ControlNotFound, format!("the exception has no control {id}"))
+            }
+            other @ (DomainError::Overflow(_) | DomainError::FactsUnavailable(_)) => ApiError::internal(&other),
         }
     }
 }
@@ -280,24 +369,18 @@ impl From<StoreError> for ApiError {
             StoreError::Domain(d) => d.into(),
             StoreError::NotFound => ApiError::not_found(),
             StoreError::PreconditionFailed { current } => ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "precondition_failed",
-                "If-Match does not match the current version",
+                ProblemCode::PreconditionFailed,
                 format!("the exception is at version {current}; fetch it again and retry with If-Match: \"{current}\""),
             )
             .with("current_version", current)
             .header("etag", format!("\"{current}\"")),
             StoreError::IdempotencyKeyReused => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "The Idempotency-Key was used for another request",
+                ProblemCode::IdempotencyKeyReused,
                 "this Idempotency-Key was already used with a different request; use a new key",
             ),
             StoreError::DuplicateExternalRef { system, id, holder } => {
                 let e = ApiError::new(
-                    StatusCode::CONFLICT,
-                    "duplicate_external_reference",
-                    "The external reference belongs to another exception",
+                    ProblemCode::DuplicateExternalReference,
                     format!("external reference ({system}, {id}) already belongs to another exception"),
                 );
                 match holder {
@@ -316,22 +399,58 @@ impl From<actix_web::error::BlockingError> for ApiError {
     }
 }
 
-/// Errors of actix's own extractors, as problems.
+/// actix's own query-string errors, as problems.
 pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
-    ApiError::bad_request("invalid_query", format!("invalid query string: {err}")).into()
+    ApiError::new(ProblemCode::InvalidQuery, format!("invalid query string: {err}")).into()
 }
 
 /// Path segment errors, as problems.
 pub fn path_error(err: actix_web::error::PathError, _req: &actix_web::HttpRequest) -> actix_web::Error {
-    ApiError::bad_request("invalid_path", format!("invalid path parameter: {err}")).into()
+    ApiError::new(ProblemCode::InvalidPath, format!("invalid path parameter: {err}")).into()
 }
 
 /// actix's JSON extractor errors (only reached if a handler uses `web::Json`).
 pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
-    crate::body::payload_problem(&err.to_string()).into()
+    ApiError::new(ProblemCode::MalformedBody, err.to_string()).into()
 }
 
-/// Unmatched routes.
-pub async fn not_found_route() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code is used outside its declaration and documented in docs/API-DESIGN.md.
+    #[test]
+    fn every_problem_code_is_used_and_documented() {
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let mut sources = String::new();
+        let mut dirs = vec![std::path::PathBuf::from(src)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    sources.push_str(&std::fs::read_to_string(&path).unwrap());
+                }
+            }
+        }
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/API-DESIGN.md")).unwrap();
+        for code in ProblemCode::ALL {
+            let uses = sources.matches(&format!("ProblemCode::{}", code.variant())).count();
+            assert!(uses >= 1, "ProblemCode::{} is never used", code.variant());
+            assert!(
+                docs.contains(&format!("| {} | `{}` |", code.status().as_u16(), code.as_str())),
+                "`{}` ({}) is not in docs/API-DESIGN.md's table",
+                code.as_str(),
+                code.status().as_u16()
+            );
+        }
+    }
+
+    #[test]
+    fn field_paths_become_pointers() {
+        assert_eq!(pointer("assets[2]"), "/assets/2");
+        assert_eq!(pointer("controls[0].kind"), "/controls/0/kind");
+        assert_eq!(pointer("a/b"), "/a~1b");
+    }
 }

@@ -10,9 +10,8 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use leeway_domain::ApprovalPolicy;
-use leeway_domain::governance;
-use leeway_domain::record::Subject;
-use leeway_domain::role::Actor;
+use leeway_domain::access::Actor;
+use leeway_domain::workflow::{self, Ctx, NoFacts, Operation};
 use leeway_persistence::{CallContext, Store, StoreError};
 
 /// Exceptions handled per transaction.
@@ -44,25 +43,23 @@ pub fn run_in_batches(
     now: DateTime<Utc>,
     batch: i64,
 ) -> Result<usize, StoreError> {
-    let system = Actor {
-        subject: Subject::parse("sub", "system").map_err(|e| StoreError::Corrupt(e.message))?,
-        roles: Vec::new(),
-        business_unit: None,
-    };
+    let system = Actor::system();
     let ctx = CallContext { actor: &system, request_id: None, now };
+    let dctx = Ctx { actor: &system, policy, now };
+    let later = leeway_domain::time::add(now, Duration::minutes(1)).unwrap_or(now);
     let mut total = 0;
     for _ in 0..MAX_BATCHES {
         let n = store.run_due(ctx, batch, |e| {
-            let happened = governance::tick(e, policy, now);
-            governance::settle(e, policy, now, !happened.is_empty());
-            if let Some(due) = e.next_due_at
+            // time's rules read no facts: limits are judged where people take a place
+            let mut change = workflow::apply(e, &dctx, Operation::Tick, &mut NoFacts)?;
+            if let Some(due) = change.after.next_due_at
                 && due <= now
             {
                 // a rule that stays due would be picked up again at once: look again later
                 tracing::warn!(exception = %e.key, %due, "time rule still due after it ran");
-                e.next_due_at = Some(now + Duration::minutes(1));
+                change.after.next_due_at = Some(later);
             }
-            happened
+            Ok(change)
         })?;
         total += n;
         if n < usize::try_from(batch).unwrap_or(0) {

@@ -1,36 +1,32 @@
 //! Leeway's HTTP API: actix-web handlers over the domain and the store, the OpenAPI
 //! contract generated from them (utoipa), and the `leeway` binary's building blocks.
 //!
-//! Handlers are thin: extractors authenticate and parse, one domain operation runs inside
-//! one store transaction on a blocking thread, and one response type comes back.
+//! Handlers are thin: extractors authenticate and parse (bodies against the contract itself),
+//! one domain operation runs inside one store transaction on a blocking thread, and one
+//! response type comes back.
 
 pub mod auth;
 pub mod body;
 pub mod clock;
 pub mod config;
-pub mod dto;
+pub mod contract;
 pub mod error;
 pub mod jobs;
-pub mod listing;
+pub mod middleware;
 pub mod routes;
+pub mod wire;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpServer, web};
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Instant;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Auth;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::error::{REQUEST_ID, not_found_route};
+use crate::contract::Contract;
 use leeway_domain::ApprovalPolicy;
 use leeway_persistence::Store;
 
@@ -45,16 +41,17 @@ pub struct AppState {
     pub policy: ApprovalPolicy,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// The request-body schemas of the published contract.
+    pub contract: Contract,
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Leeway",
-        description = "Security exceptions: formally accepted, time-boxed deviations from a security policy, with risk assessment, compensating controls, approvals, expiry and review.\n\nConventions (errors, pagination, concurrency, idempotency) are in docs/API-DESIGN.md. Every error is `application/problem+json` (RFC 9457) with a stable `code`; validation problems list every bad field in `errors`.",
+        description = "Security exceptions: formally accepted, time-boxed deviations from a security policy, with risk assessment, compensating controls, approvals, expiry and review.\n\nConventions (errors, pagination, concurrency, idempotency) are in docs/API-DESIGN.md. Every error is `application/problem+json` (RFC 9457) with a stable `code`; validation problems list every bad field in `errors`. Request bodies are checked against the schemas of this document: what it requires, the server requires.",
         license(name = "Apache-2.0")
     ),
-    modifiers(&Security),
     tags(
         (name = "exceptions", description = "Create, read, list and change exceptions"),
         (name = "lifecycle", description = "Submit, assess, approve, reject, return, withdraw, revoke, close"),
@@ -65,60 +62,19 @@ pub struct AppState {
 )]
 struct ApiDoc;
 
-struct Security;
-
-impl utoipa::Modify for Security {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        let mut http = Http::new(HttpAuthScheme::Bearer);
-        http.bearer_format = Some("JWT".to_owned());
-        http.description =
-            Some("HS256 JWT with `sub`, `exp`, `roles` (array) and optionally `business_unit`".to_owned());
-        components.add_security_scheme("bearer", SecurityScheme::Http(http));
-    }
-}
-
 /// The OpenAPI document generated from the handlers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, api) =
+    let (_, mut api) =
         App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes::configure).split_for_parts();
+    // the modifiers see the paths only once they are registered
+    utoipa::Modify::modify(&routes::Conventions, &mut api);
     api
-}
-
-/// Sets `X-Request-Id` (the caller's when it is sane, else a new UUID), makes it available
-/// to problems and logs, and logs one line per request.
-async fn request_id(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
-    let start = Instant::now();
-    let method = req.method().clone();
-    let path = req.path().to_owned();
-    let mut res = REQUEST_ID.scope(id.clone(), next.call(req)).await?;
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
-    }
-    tracing::info!(
-        request_id = %id,
-        method = %method,
-        path = %path,
-        status = res.status().as_u16(),
-        elapsed_us = start.elapsed().as_micros() as u64,
-        "request"
-    );
-    Ok(res)
 }
 
 /// A built server, bound to its port, not yet running.
 pub struct Application {
     port: u16,
-    server: Server,
+    server: actix_web::dev::Server,
 }
 
 impl Application {
@@ -142,26 +98,31 @@ impl Application {
                 std::time::Duration::from_secs(config.jobs_interval_seconds),
             );
         }
-        let state = web::Data::new(AppState { store, auth, policy: config.policy.clone(), clock });
+        let api = openapi();
+        let contract = Contract::from_openapi(&api)?;
+        let methods = middleware::Methods::from_openapi(&api);
+        let state = web::Data::new(AppState { store, auth, policy: config.policy.clone(), clock, contract });
         let listener =
             TcpListener::bind(&config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        let api = openapi();
         let mut server = HttpServer::new(move || {
             let (app, _) = App::new().into_utoipa_app().configure(routes::configure).split_for_parts();
             app.app_data(state.clone())
+                .app_data(web::Data::new(methods.clone()))
                 .app_data(web::PayloadConfig::new(body::MAX_BODY))
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .app_data(web::PathConfig::default().error_handler(error::path_error))
                 .app_data(web::JsonConfig::default().limit(body::MAX_BODY).error_handler(error::json_error))
-                .wrap(from_fn(request_id))
+                .wrap(actix_web::middleware::from_fn(middleware::catch_panics))
+                .wrap(actix_web::middleware::from_fn(middleware::limit_head))
+                .wrap(actix_web::middleware::from_fn(middleware::request_id))
                 .service(web::redirect("/docs", "/docs/"))
                 .service(
                     SwaggerUi::new("/docs/{_:.*}")
                         .url("/openapi.json", api.clone())
                         .config(utoipa_swagger_ui::Config::new(["/openapi.json"]).validator_url("none")),
                 )
-                .default_service(web::to(not_found_route))
+                .default_service(web::to(middleware::unmatched))
         })
         .listen(listener)
         .map_err(|e| e.to_string())?;

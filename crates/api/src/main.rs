@@ -8,7 +8,7 @@ use leeway_api::auth::Auth;
 use leeway_api::clock::{Clock, SystemClock};
 use leeway_api::config::Config;
 use leeway_api::{Application, openapi};
-use leeway_domain::role::Role;
+use leeway_domain::kinds::Role;
 
 /// Leeway manages security exceptions: time-boxed, risk-assessed, approved deviations from
 /// security policy. Configuration comes from LEEWAY_* environment variables, to which a
@@ -76,7 +76,9 @@ fn parse_ttl(s: &str) -> Result<chrono::Duration, String> {
 fn init_logs(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // colour only on a terminal: logs written to a file or a pipe carry no escape codes
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if config.log_format == "json" {
         builder.json().init();
     } else {

@@ -1,8 +1,11 @@
-//! Every route, in one table.
+//! Every route, in one table, and the conventions every operation's contract states.
 
 pub mod exceptions;
 pub mod system;
 
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
 use utoipa_actix_web::scope;
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -31,4 +34,85 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(exceptions::review_exception)
             .service(exceptions::check_control),
     );
+}
+
+/// The answers every operation may give besides its own, added to each one's contract where
+/// the handler did not document them itself: a malformed or oversized body, a bad
+/// `Idempotency-Key`, no token, a head too large, and the 500 that is always a bug.
+pub struct Conventions;
+
+fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/problem+json", Content::new(Some(Ref::from_schema_name("Problem"))))
+            .build(),
+    )
+}
+
+fn document(op: &mut Operation, versioned: bool) {
+    let has_body = op.request_body.is_some();
+    let header = |name: &str| {
+        op.parameters.iter().flatten().any(|p| match p {
+            RefOr::T(p) => p.parameter_in == ParameterIn::Header && p.name.eq_ignore_ascii_case(name),
+            RefOr::Ref(_) => false,
+        })
+    };
+    let (idempotent, conditional) = (header("Idempotency-Key"), header("If-Match"));
+    let mut bad_request = Vec::new();
+    if has_body {
+        bad_request.push("the body is not valid JSON (`malformed_json`) or cannot be read (`malformed_body`)");
+    }
+    if idempotent {
+        bad_request.push("a bad Idempotency-Key (`invalid_idempotency_key`)");
+    }
+    let mut unprocessable = Vec::new();
+    if has_body {
+        unprocessable.push("invalid fields, every one named in `errors` (`validation_failed`)");
+    }
+    if idempotent {
+        unprocessable.push("an Idempotency-Key used for another request (`idempotency_key_reused`)");
+    }
+    let mut add = |status: &str, description: String| {
+        op.responses.responses.entry(status.to_owned()).or_insert_with(|| problem(&description));
+    };
+    if !bad_request.is_empty() {
+        add("400", format!("Malformed: {}", bad_request.join("; ")));
+    }
+    if versioned {
+        add("401", "No token, or a token refused (`unauthorized`)".to_owned());
+    }
+    if conditional {
+        add("412", "If-Match names another version (`precondition_failed`, with `current_version`)".to_owned());
+    }
+    if has_body {
+        add("413", "The body is over 1 MiB (`payload_too_large`)".to_owned());
+        add("415", "The body is not JSON (`unsupported_media_type`)".to_owned());
+    }
+    if !unprocessable.is_empty() {
+        add("422", format!("Refused: {}", unprocessable.join("; ")));
+    }
+    add("431", "Over 64 header fields or 32 KiB of headers (`request_header_fields_too_large`)".to_owned());
+    add("500", "A bug, logged in full; quote the request id (`internal`)".to_owned());
+}
+
+impl utoipa::Modify for Conventions {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.bearer_format = Some("JWT".to_owned());
+        http.description = Some(
+            "A JWT (HS256 with the configured secret) with `sub`, numeric `exp`, `roles` (array) and optionally `business_unit`; at most 8 KiB"
+                .to_owned(),
+        );
+        components.add_security_scheme("bearer", SecurityScheme::Http(http));
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let versioned = path.starts_with("/v1");
+            for op in
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten()
+            {
+                document(op, versioned);
+            }
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 /// Integration event types written for an exception, with their counts.
 fn events(app: &TestApp, id: &str) -> BTreeMap<String, usize> {
     let store = leeway_persistence::Store::connect(&app.database_url, 1).unwrap();
-    let id = leeway_domain::record::ExceptionId(uuid::Uuid::parse_str(id).unwrap());
+    let id = leeway_domain::ids::ExceptionId(uuid::Uuid::parse_str(id).unwrap());
     let mut out = BTreeMap::new();
     for (t, _) in store.outbox_for(id).unwrap() {
         *out.entry(t).or_insert(0) += 1;
@@ -19,7 +19,7 @@ fn events(app: &TestApp, id: &str) -> BTreeMap<String, usize> {
 
 fn payloads(app: &TestApp, id: &str, kind: &str) -> Vec<Value> {
     let store = leeway_persistence::Store::connect(&app.database_url, 1).unwrap();
-    let id = leeway_domain::record::ExceptionId(uuid::Uuid::parse_str(id).unwrap());
+    let id = leeway_domain::ids::ExceptionId(uuid::Uuid::parse_str(id).unwrap());
     store.outbox_for(id).unwrap().into_iter().filter(|(t, _)| t == kind).map(|(_, p)| p).collect()
 }
 
@@ -332,11 +332,20 @@ async fn repeats_on_the_same_asset_and_control_are_chronic_and_need_the_ciso() {
 async fn emergencies_are_active_at_once_and_revoked_unless_ratified() {
     let app = spawn().await;
     let cast = Cast::new(&app);
-    let r = app.post("/v1/exceptions", &cast.requester, exception_body(json!({"emergency": true}))).await;
-    assert_eq!(r.status, 403, "only a security officer or the CISO declares an emergency");
     let r = app
-        .post("/v1/exceptions", &cast.officer, exception_body(json!({"emergency": true, "expires_at": at(&app, 30)})))
+        .post("/v1/exceptions", &cast.requester, exception_body(json!({"emergency": true, "expires_at": null})))
         .await;
+    assert_eq!(r.status, 403, "only a security officer or the CISO declares an emergency");
+    // an emergency asked for longer than its maximum is refused, naming the maximum, never
+    // silently shortened
+    let r = app
+        .post("/v1/exceptions", &cast.officer, exception_body(json!({"emergency": true, "expires_at": at(&app, 5)})))
+        .await;
+    assert_eq!((r.status, r.str("code").as_str()), (422, "duration_exceeds_policy"), "{}", r.body);
+    assert_eq!((r.body["max_duration_hours"].as_u64(), r.body["emergency"].as_bool()), (Some(72), Some(true)));
+    assert_eq!(hours_until(&app, r.body["latest_expires_at"].as_str().unwrap()), 72);
+    let r =
+        app.post("/v1/exceptions", &cast.officer, exception_body(json!({"emergency": true, "expires_at": null}))).await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(
         (r.str("status").as_str(), r.body["covering"].as_bool(), r.body["emergency"].as_bool()),
@@ -347,7 +356,11 @@ async fn emergencies_are_active_at_once_and_revoked_unless_ratified() {
 
     // a second one is ratified: assessed, approved, then its expiry may move past 72 hours
     let ratified = app
-        .post("/v1/exceptions", &app.token("dave", "ciso", None), exception_body(json!({"emergency": true})))
+        .post(
+            "/v1/exceptions",
+            &app.token("dave", "ciso", None),
+            exception_body(json!({"emergency": true, "expires_at": null})),
+        )
         .await
         .str("id");
     let r = app.assess(&ratified, &cast.analyst, json!({"method": "matrix", "likelihood": 2, "impact": 2, "rationale": "Contained", "expires_at": at(&app, 20)})).await;
@@ -538,7 +551,11 @@ async fn an_emergency_cannot_be_renewed_before_ratification_and_counts_against_l
     let app = spawn().await;
     let cast = Cast::new(&app);
     let id = app
-        .post("/v1/exceptions", &cast.officer, exception_body(json!({"emergency": true, "risk_owner": "erin"})))
+        .post(
+            "/v1/exceptions",
+            &cast.officer,
+            exception_body(json!({"emergency": true, "expires_at": null, "risk_owner": "erin"})),
+        )
         .await
         .str("id");
     let owner = app.token("erin", "requester", None);
@@ -556,7 +573,11 @@ async fn an_emergency_cannot_be_renewed_before_ratification_and_counts_against_l
     }
     app.approved(&cast, json!({"assets": ["core-sw"], "control_ids": ["X-9"], "starts_at": at(&app, 3)})).await;
     let r = app
-        .post("/v1/exceptions", &cast.officer, exception_body(json!({"emergency": true, "assets": ["core-sw"]})))
+        .post(
+            "/v1/exceptions",
+            &cast.officer,
+            exception_body(json!({"emergency": true, "expires_at": null, "assets": ["core-sw"]})),
+        )
         .await;
     assert_eq!(
         (r.status, r.str("code").as_str(), r.body["held_by"].as_array().map(Vec::len)),

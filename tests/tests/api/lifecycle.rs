@@ -158,7 +158,7 @@ async fn tags_and_remediation_stay_editable_after_submit_but_nothing_else() {
         )
         .await;
     assert_eq!(locked.status, 422, "{}", locked.body);
-    assert_eq!(locked.fields(), ["title", "assets"]);
+    assert_eq!(locked.fields(), ["assets", "title"]);
     assert_eq!(locked.body["errors"][0]["code"], "not_editable");
     // in draft, the requester may change everything
     let draft = app.create(&cast, json!({})).await;

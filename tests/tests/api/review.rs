@@ -221,7 +221,9 @@ async fn a_token_without_leeway_roles_sees_nothing() {
     let refs = json!({"external_refs": [{"system": "jira", "id": "SEC-1"}]});
     assert_eq!(app.post("/v1/exceptions", &cast.requester, exception_body(refs.clone())).await.status, 201);
     let outsider = app.token("mallory", "requester", Some("marketing"));
-    let r = app.post("/v1/exceptions", &outsider, exception_body(refs)).await;
+    let mut refs = exception_body(refs);
+    refs["business_unit"] = json!("marketing");
+    let r = app.post("/v1/exceptions", &outsider, refs).await;
     assert_eq!(r.status, 409);
     assert!(r.body.get("holder").is_none(), "{}", r.body);
 }

@@ -63,11 +63,11 @@ async fn cvss_vectors_are_scored_by_the_library() {
         .await;
     assert_eq!((bad.status, bad.fields()), (422, vec!["vector".to_owned()]));
     let missing = app.assess(&id, &cast.analyst, json!({"method": "matrix", "rationale": "x y z"})).await;
-    assert_eq!(missing.fields(), ["likelihood", "impact"]);
+    assert_eq!(missing.fields(), ["impact", "likelihood"]);
     let range = app
         .assess(&id, &cast.analyst, json!({"method": "matrix", "likelihood": 0, "impact": 6, "rationale": "x y z"}))
         .await;
-    assert_eq!(range.fields(), ["likelihood", "impact"]);
+    assert_eq!(range.fields(), ["impact", "likelihood"]);
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The audit trail: one hash-chained event per change, with the request id; an integration
 //! event written in the same transaction.
 
-use leeway_domain::record::ExceptionId;
+use leeway_domain::ids::ExceptionId;
 use leeway_e2e::*;
 use serde_json::json;
 

@@ -1,26 +1,34 @@
 //! The exception resource: create, read, list, patch, and every lifecycle action.
 
+pub mod json;
+pub mod query;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, patch, post, put, web};
 use chrono::{DateTime, Utc};
-use leeway_domain::DomainError;
-use leeway_domain::governance::{self, ReviewInput};
-use leeway_domain::record::{ControlId, Exception, ExceptionId, ExceptionRef};
-use leeway_domain::workflow::{self, ApproveInput, AssessInput, ControlChange, Ctx, Happening, NewException};
-use leeway_persistence::{CallContext, Facts, IdempotencyClaim, Outcome, StoreError, StoredResponse, verify_chain};
-use serde_json::{Map, Value};
+use leeway_domain::audit::first_broken;
+use leeway_domain::ids::{ControlId, ExceptionId, ExceptionRef};
+use leeway_domain::record::Exception;
+use leeway_domain::workflow::{self, ApproveInput, Ctx, Operation};
+use leeway_persistence::{CallContext, IdempotencyClaim, Outcome, StoredResponse};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::body::{IdempotencyKey, IfMatch, JsonBody, flatten};
-use crate::dto::*;
-use crate::error::{ApiError, Problem, current_request_id};
-use crate::listing;
+use crate::body::{IdempotencyKey, IfMatch, JsonBody};
+use crate::error::{ApiError, Problem, ProblemCode, current_request_id};
+use json::*;
+use query::ListParams;
 
 fn target(raw: &str) -> Result<ExceptionRef, ApiError> {
     ExceptionRef::parse(raw).ok_or_else(ApiError::not_found)
+}
+
+/// A control id from the path; one that is not a UUID names no control.
+fn control_ref(raw: &str) -> Result<ControlId, ApiError> {
+    control_id(raw)
+        .ok_or_else(|| ApiError::new(ProblemCode::ControlNotFound, format!("the exception has no control {raw}")))
 }
 
 fn claim(req: &HttpRequest, caller: &Caller, key: &IdempotencyKey, digest: &str) -> Option<IdempotencyClaim> {
@@ -64,36 +72,16 @@ struct Write {
     if_match: IfMatch,
     key: IdempotencyKey,
     digest: String,
-    status: StatusCode,
 }
 
-/// An operation on one exception, with access to the database's facts.
-type Op = dyn Fn(&mut Exception, &Ctx<'_>, &mut Facts<'_>) -> Result<Vec<Happening>, StoreError> + Send;
-
-/// Time rules first (so the action is judged on the true state), then the operation, then
-/// the scheduler's next moment.
-fn governed(e: &mut Exception, ctx: &Ctx<'_>, facts: &mut Facts<'_>, op: &Op) -> Result<Vec<Happening>, StoreError> {
-    // a write that waited behind a later one (a scheduler batch) acts at that later moment
-    let later = Ctx { now: ctx.now.max(e.updated_at), ..*ctx };
-    let ctx = &later;
-    let mut happened = governance::tick(e, ctx.policy, ctx.now);
-    happened.extend(op(e, ctx, facts)?);
-    governance::settle(e, ctx.policy, ctx.now, !happened.is_empty());
-    Ok(happened)
-}
-
-async fn mutate(
-    state: web::Data<AppState>,
-    w: Write,
-    op: impl Fn(&mut Exception, &Ctx<'_>, &mut Facts<'_>) -> Result<Vec<Happening>, StoreError> + Send + 'static,
-) -> Result<HttpResponse, ApiError> {
+/// Applies `op` to one exception in one transaction, through the domain's one entry point.
+async fn mutate(state: web::Data<AppState>, w: Write, op: Operation) -> Result<HttpResponse, ApiError> {
     let target = target(&w.id)?;
     let claim = claim(&w.req, &w.caller, &w.key, &w.digest);
     let now = state.clock.now();
     let request_id = current_request_id();
     let st = state.clone();
     let caller = w.caller.clone();
-    let status = w.status;
     let outcome = web::block(move || {
         let ctx = CallContext { actor: &caller.0, request_id: request_id.as_deref(), now };
         let dctx = Ctx { actor: &caller.0, policy: &st.policy, now };
@@ -102,13 +90,13 @@ async fn mutate(
             target,
             w.if_match.0,
             claim.as_ref(),
-            |e, facts| governed(e, &dctx, facts, &op),
-            |e| respond(&st, &caller, now, e, status),
+            |e, facts| Ok(workflow::apply(e, &dctx, op.clone(), facts)?),
+            |e| respond(&st, &caller, now, e, StatusCode::OK),
         )
     })
     .await??;
     Ok(match outcome {
-        Outcome::Done(e) => to_http(respond(&state, &w.caller, now, &e, w.status), false),
+        Outcome::Done(e) => to_http(respond(&state, &w.caller, now, &e, StatusCode::OK), false),
         Outcome::Replayed(r) => to_http(r, true),
     })
 }
@@ -141,37 +129,20 @@ pub async fn create_exception(
     key: IdempotencyKey,
     body: JsonBody<CreateException>,
 ) -> Result<HttpResponse, ApiError> {
-    let input = NewException {
-        fields: body.value.fields(),
-        controls: body.value.controls.iter().map(NewControl::to_domain).collect(),
-        on_behalf_of: body.value.on_behalf_of.clone(),
-        emergency: body.value.emergency,
-    };
-    let submit = body.value.submit && !body.value.emergency;
+    let input = body.value;
     let claim = claim(&req, &caller, &key, &body.digest);
     let now = state.clock.now();
     let request_id = current_request_id();
     let st = state.clone();
     let c = caller.clone();
+    let id = ExceptionId(Uuid::now_v7());
     let outcome = web::block(move || {
         let ctx = CallContext { actor: &c.0, request_id: request_id.as_deref(), now };
         let dctx = Ctx { actor: &c.0, policy: &st.policy, now };
-        let id = ExceptionId(Uuid::now_v7());
         st.store.create(
             ctx,
             claim.as_ref(),
-            |k, facts| {
-                let (mut e, mut happened) = workflow::create(&dctx, id, k, &input, Uuid::now_v7)?;
-                if submit {
-                    happened.extend(submit_with_facts(&mut e, &dctx, facts)?);
-                } else if e.emergency {
-                    // break-glass skips approval, not the limits or repeat detection
-                    let f = facts_for(&e, &dctx, facts)?;
-                    e.chronic = governance::judge_submit(&e, dctx.policy, &f)?.is_some();
-                }
-                governance::settle(&mut e, dctx.policy, now, true);
-                Ok((e, happened))
-            },
+            |k, facts| Ok(workflow::create(&dctx, id, k, input.clone(), &mut Uuid::now_v7, facts)?),
             |e| respond(&st, &c, now, e, StatusCode::CREATED),
         )
     })
@@ -230,45 +201,13 @@ pub async fn list_exceptions(
         return Err(ApiError::forbidden("the token carries no Leeway role"));
     }
     let now = state.clock.now();
-    let (query, fingerprint) = listing::parse(req.query_string(), &caller.0, now)?;
+    let (query, fingerprint) = query::parse(req.query_string(), &caller.0, now)?;
     let st = state.clone();
     let q = query.clone();
     let page = web::block(move || st.store.list(&q)).await??;
-    let next_cursor = page.next.map(|(t, id)| listing::encode_cursor(query.sort, t, &id, &fingerprint));
+    let next_cursor = page.next.map(|(t, id)| query::encode_cursor(query.sort, t, &id, &fingerprint));
     let items = page.items.iter().map(|e| ExceptionView::render(e, &caller.0, &state.policy, now)).collect();
     Ok(HttpResponse::Ok().json(ExceptionPage { items, next_cursor }))
-}
-
-/// Decodes the merge-patched fields, naming every bad member.
-fn patched_fields(base: &ExceptionFields, patch: &Map<String, Value>) -> Result<ExceptionFields, DomainError> {
-    let mut doc = serde_json::to_value(base).map_err(|e| DomainError::field("body", "invalid", e.to_string()))?;
-    if let Value::Object(target) = &mut doc {
-        for (k, v) in patch {
-            if v.is_null() {
-                target.remove(k);
-            } else {
-                target.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    let fields: ExceptionFields = serde_path_to_error::deserialize(doc).map_err(|e| {
-        let problem = crate::body::field_errors(&e.path().to_string(), &e.inner().to_string());
-        DomainError::Invalid(problem)
-    })?;
-    validator::Validate::validate(&fields).map_err(|e| DomainError::Invalid(flatten(&e)))?;
-    Ok(fields)
-}
-
-/// A JSON merge patch (RFC 7396) of the record's fields.
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
-#[serde(transparent)]
-#[schema(value_type = ExceptionFields)]
-pub struct MergePatch(pub Map<String, Value>);
-
-impl validator::Validate for MergePatch {
-    fn validate(&self) -> Result<(), validator::ValidationErrors> {
-        Ok(())
-    }
 }
 
 /// Change fields with a JSON merge patch: every field in `draft` (requester), afterwards
@@ -277,7 +216,7 @@ impl validator::Validate for MergePatch {
 #[utoipa::path(
     tag = "exceptions",
     security(("bearer" = [])),
-    request_body(content = ExceptionFields, content_type = "application/merge-patch+json"),
+    request_body(content = ExceptionPatch, content_type = "application/merge-patch+json"),
     params(("id" = String, Path, description = "UUID or key"), ("If-Match" = Option<String>, Header, description = "The ETag last read")),
     responses(
         (status = 200, description = "Updated", body = ExceptionView, headers(("ETag" = String))),
@@ -297,23 +236,10 @@ pub async fn patch_exception(
     caller: Caller,
     id: web::Path<String>,
     if_match: IfMatch,
-    body: JsonBody<MergePatch>,
+    body: JsonBody<ExceptionPatch>,
 ) -> Result<HttpResponse, ApiError> {
-    let patch = body.value.0;
-    let w = Write {
-        req,
-        caller,
-        id: id.into_inner(),
-        if_match,
-        key: IdempotencyKey(None),
-        digest: body.digest,
-        status: StatusCode::OK,
-    };
-    mutate(state, w, move |e, ctx, _| {
-        let fields = patched_fields(&ExceptionFields::from_domain(&e.fields), &patch)?;
-        Ok(workflow::update(e, ctx, &fields.fields())?)
-    })
-    .await
+    let w = Write { req, caller, id: id.into_inner(), if_match, key: IdempotencyKey(None), digest: body.digest };
+    mutate(state, w, Operation::Update(body.value)).await
 }
 
 macro_rules! action {
@@ -348,75 +274,44 @@ macro_rules! action {
             key: IdempotencyKey,
             body: JsonBody<ActionBody>,
         ) -> Result<HttpResponse, ApiError> {
-            let comment = body.value.comment.clone();
-            let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest, status: StatusCode::OK };
-            mutate(state, w, move |e, ctx, facts| ($op)(e, ctx, comment.as_deref(), facts)).await
+            let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest };
+            mutate(state, w, ($op)(body.value)).await
         }
-    };
-}
-
-/// What the database knows that limits and repeat detection need (the business unit's
-/// count only when the policy limits that unit).
-fn facts_for(e: &Exception, ctx: &Ctx<'_>, facts: &mut Facts<'_>) -> Result<governance::SubmitFacts, StoreError> {
-    let limited = ctx.policy.business_unit_limits.contains_key(&e.fields.business_unit);
-    facts.submit_facts(e, ctx.now, limited)
-}
-
-/// Submits with what the database knows: covering limits and earlier repeats.
-fn submit_with_facts(e: &mut Exception, ctx: &Ctx<'_>, facts: &mut Facts<'_>) -> Result<Vec<Happening>, StoreError> {
-    let f = facts_for(e, ctx, facts)?;
-    Ok(workflow::submit(e, ctx, &f)?)
-}
-
-/// A control id from the path; one that is not a UUID names no control.
-fn control_ref(raw: &str) -> Result<ControlId, ApiError> {
-    Uuid::parse_str(raw).map(ControlId).map_err(|_| ApiError::from(DomainError::NoSuchControl(raw.to_owned())))
-}
-
-/// Adapts a comment-taking domain action to a handler operation.
-macro_rules! plain {
-    ($op:path) => {
-        |e: &mut Exception,
-         ctx: &Ctx<'_>,
-         comment: Option<&str>,
-         _: &mut Facts<'_>|
-         -> Result<Vec<Happening>, StoreError> { Ok($op(e, ctx, comment)?) }
     };
 }
 
 action!(
     /// Submit a draft for assessment (requester or integration). Needs `expires_at` in the
     /// future and at least one compensating control.
-    submit_exception, "/exceptions/{id}/submit",
-    |e: &mut Exception, ctx: &Ctx<'_>, _: Option<&str>, facts: &mut Facts<'_>| submit_with_facts(e, ctx, facts),
+    submit_exception, "/exceptions/{id}/submit", |_| Operation::Submit,
     "Not a draft (`invalid_transition`, with `current_state` and `allowed_actions`)"
 );
 action!(
     /// Return to the requester for more information (analyst or approver); approvals so far
     /// stop counting.
-    return_exception, "/exceptions/{id}/return", plain!(workflow::return_to_requester),
+    return_exception, "/exceptions/{id}/return", Operation::Return,
     "Not submitted or pending approval (`invalid_transition`)"
 );
 action!(
     /// Reject (analyst or approver). A renewal round rejected returns to `active` with the
     /// old expiry.
-    reject_exception, "/exceptions/{id}/reject", plain!(workflow::reject),
+    reject_exception, "/exceptions/{id}/reject", Operation::Reject,
     "Not submitted, pending approval or renewal pending (`invalid_transition`)"
 );
 action!(
     /// Withdraw (the requester) from `draft`, `submitted`, `pending_approval` or `approved`.
-    withdraw_exception, "/exceptions/{id}/withdraw", plain!(workflow::withdraw),
+    withdraw_exception, "/exceptions/{id}/withdraw", Operation::Withdraw,
     "Already active or ended (`invalid_transition`)"
 );
 action!(
     /// Revoke (`security_officer`, `ciso`, `admin`) an approved, active or renewal-pending
     /// exception.
-    revoke_exception, "/exceptions/{id}/revoke", plain!(workflow::revoke),
+    revoke_exception, "/exceptions/{id}/revoke", Operation::Revoke,
     "Not approved, active or renewal pending (`invalid_transition`)"
 );
 action!(
     /// Close because the gap was remediated (requester, risk owner, analyst).
-    close_exception, "/exceptions/{id}/close", plain!(workflow::close),
+    close_exception, "/exceptions/{id}/close", Operation::Close,
     "Not active or renewal pending (`invalid_transition`)"
 );
 
@@ -453,10 +348,9 @@ pub async fn approve_exception(
     key: IdempotencyKey,
     body: JsonBody<ApproveBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let input =
-        ApproveInput { comment: body.value.comment.clone(), role: body.value.role.map(|r| r.as_str().to_owned()) };
-    let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest, status: StatusCode::OK };
-    mutate(state, w, move |e, ctx, _| Ok(workflow::approve(e, ctx, &input, Uuid::now_v7())?)).await
+    let Approval { role, comment } = body.value;
+    let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest };
+    mutate(state, w, Operation::Approve(ApproveInput { id: Uuid::now_v7(), role, comment })).await
 }
 
 /// Assess (or re-assess) the risk (an analyst who is not the requester). The residual level
@@ -487,20 +381,8 @@ pub async fn assess_exception(
     if_match: IfMatch,
     body: JsonBody<AssessBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let b = body.value;
-    let method = b.method().map_err(ApiError::validation)?;
-    let input =
-        AssessInput { method, rationale: b.rationale, threat_vectors: b.threat_vectors, expires_at: b.expires_at };
-    let w = Write {
-        req,
-        caller,
-        id: id.into_inner(),
-        if_match,
-        key: IdempotencyKey(None),
-        digest: body.digest,
-        status: StatusCode::OK,
-    };
-    mutate(state, w, move |e, ctx, _| Ok(workflow::assess(e, ctx, input.clone(), Uuid::now_v7())?)).await
+    let w = Write { req, caller, id: id.into_inner(), if_match, key: IdempotencyKey(None), digest: body.digest };
+    mutate(state, w, Operation::Assess(body.value.input(Uuid::now_v7()))).await
 }
 
 /// Add a compensating control (requester; analyst after submit). It starts `proposed`.
@@ -535,9 +417,8 @@ pub async fn add_control(
     key: IdempotencyKey,
     body: JsonBody<NewControl>,
 ) -> Result<HttpResponse, ApiError> {
-    let input = body.value.to_domain();
-    let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest, status: StatusCode::OK };
-    mutate(state, w, move |e, ctx, _| Ok(workflow::add_control(e, ctx, &input, ControlId(Uuid::now_v7()))?.1)).await
+    let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest };
+    mutate(state, w, Operation::AddControl(ControlId(Uuid::now_v7()), body.value)).await
 }
 
 /// Change a control's status or evidence. `verified` (with evidence) and `failed` only by
@@ -572,10 +453,8 @@ pub async fn change_control(
 ) -> Result<HttpResponse, ApiError> {
     let (id, control) = path.into_inner();
     let control = control_ref(&control)?;
-    let ControlChangeBody { status, evidence } = body.value;
-    let change = ControlChange { status: status.map(|s| s.as_str().to_owned()), evidence };
-    let w = Write { req, caller, id, if_match, key: IdempotencyKey(None), digest: body.digest, status: StatusCode::OK };
-    mutate(state, w, move |e, ctx, _| Ok(workflow::change_control(e, ctx, control, &change)?)).await
+    let w = Write { req, caller, id, if_match, key: IdempotencyKey(None), digest: body.digest };
+    mutate(state, w, Operation::ChangeControl(control, body.value)).await
 }
 
 /// The exception's audit events, oldest first, with the hash chain verified.
@@ -602,23 +481,8 @@ pub async fn exception_history(
         st.store.history(e.id)
     })
     .await??;
-    let broken = verify_chain(&events).and_then(|i| events.get(i)).map(|e| e.seq);
-    let items = events
-        .into_iter()
-        .map(|e| AuditEventView {
-            seq: e.seq,
-            action: e.action,
-            actor: ActorView { subject: e.actor_subject, roles: e.actor_roles },
-            on_behalf_of: e.on_behalf_of,
-            at: e.at,
-            from_status: e.from_status,
-            to_status: e.to_status,
-            changes: e.changes,
-            request_id: e.request_id,
-            prev_hash: e.prev_hash,
-            hash: e.hash,
-        })
-        .collect();
+    let broken = first_broken(&events).and_then(|i| events.get(i)).map(|e| e.seq);
+    let items = events.into_iter().map(AuditEventView::from).collect();
     Ok(HttpResponse::Ok()
         .json(HistoryView { items, chain: ChainView { valid: broken.is_none(), first_broken_seq: broken } }))
 }
@@ -657,9 +521,8 @@ pub async fn request_renewal(
     key: IdempotencyKey,
     body: JsonBody<RenewalBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let RenewalBody { expires_at, justification } = body.value;
-    let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest, status: StatusCode::OK };
-    mutate(state, w, move |e, ctx, _| Ok(governance::request_renewal(e, ctx, expires_at, &justification)?)).await
+    let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest };
+    mutate(state, w, Operation::RequestRenewal(body.value)).await
 }
 
 /// Record a periodic review (the risk owner or an analyst) of an `active` or
@@ -694,16 +557,9 @@ pub async fn review_exception(
     key: IdempotencyKey,
     body: JsonBody<ReviewBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let b = body.value;
-    let input = ReviewInput {
-        controls_effective: b.controls_effective,
-        justification_valid: b.justification_valid,
-        better_option_available: b.better_option_available,
-        outcome: b.outcome,
-        comment: b.comment,
-    };
-    let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest, status: StatusCode::OK };
-    mutate(state, w, move |e, ctx, _| Ok(governance::review(e, ctx, &input, Uuid::now_v7())?)).await
+    let input = body.value.input(Uuid::now_v7());
+    let w = Write { req, caller, id: id.into_inner(), if_match, key, digest: body.digest };
+    mutate(state, w, Operation::Review(input)).await
 }
 
 /// Record a check of a compensating control (an analyst who is not the requester). `pass`
@@ -742,10 +598,7 @@ pub async fn check_control(
 ) -> Result<HttpResponse, ApiError> {
     let (id, control) = path.into_inner();
     let control = control_ref(&control)?;
-    let CheckBody { result, evidence } = body.value;
-    let w = Write { req, caller, id, if_match, key, digest: body.digest, status: StatusCode::OK };
-    mutate(state, w, move |e, ctx, _| {
-        Ok(governance::check_control(e, ctx, control, &result, &evidence, Uuid::now_v7())?)
-    })
-    .await
+    let input = body.value.input(Uuid::now_v7());
+    let w = Write { req, caller, id, if_match, key, digest: body.digest };
+    mutate(state, w, Operation::CheckControl(control, input)).await
 }

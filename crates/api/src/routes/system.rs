@@ -1,11 +1,14 @@
 //! Health, the caller, the policy.
 
+pub mod json;
+
 use actix_web::{HttpResponse, get, web};
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::dto::{HealthView, MeView, PolicyView, Role};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemCode};
+use crate::wire::Role;
+use json::{HealthView, MeView, PolicyView};
 
 /// Liveness: the process answers.
 #[utoipa::path(tag = "system", responses((status = 200, description = "Alive", body = HealthView)))]
@@ -31,9 +34,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             // the cause may name hosts and users: log it, do not tell an unauthenticated caller
             tracing::warn!(error = %e, "not ready");
             Err(ApiError::new(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "Not ready",
+                ProblemCode::NotReady,
                 "the database is unreachable or migrations are pending; see the service log",
             ))
         }
