@@ -145,14 +145,27 @@ impl<T: Wire> FromRequest for JsonBody<T> {
                     ApiError::new(ProblemCode::MalformedBody, e.to_string())
                 }
             })?;
-            let empty = bytes.iter().all(u8::is_ascii_whitespace);
+            // JSON's own white space only (a form feed is not empty, it is malformed)
+            let empty = bytes.iter().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
             if !empty && !is_json(&req) {
                 return Err(ApiError::new(
                     ProblemCode::UnsupportedMediaType,
                     "send Content-Type: application/json (application/merge-patch+json for PATCH)",
                 ));
             }
-            // an absent body is an empty object: the body's own rules say what it must hold
+            if empty {
+                let state = req.app_data::<web::Data<AppState>>().ok_or_else(|| ApiError::internal(&"no app state"))?;
+                let pattern = req.match_pattern().unwrap_or_default();
+                if state.contract.requires_body(req.method().as_str(), &pattern).unwrap_or(true) {
+                    return Err(ApiError::validation(vec![FieldError::new(
+                        "body",
+                        "required",
+                        "this operation needs a JSON body",
+                    )]));
+                }
+            }
+            // an optional body left out is an empty object: the body's own rules say what it
+            // must hold
             let raw: &[u8] = if empty { b"{}" } else { &bytes };
             let digest = hex::encode(Sha256::digest(raw));
             Ok(Self { value: decode::<T>(raw, &req)?, digest })
@@ -221,6 +234,26 @@ impl FromRequest for IdempotencyKey {
         };
         std::future::ready(parse())
     }
+}
+
+/// The `Idempotency-Key` header as the contract documents it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyHeader {
+    /// Replays the first answer (status, body, `Location`, `ETag`) for 24 hours; the same key
+    /// with another request is refused (422 `idempotency_key_reused`). 1..255 visible ASCII
+    /// characters; one pair of surrounding quotes is not part of the key.
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
+    pub idempotency_key: Option<String>,
+}
+
+/// The `If-Match` header as the contract documents it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IfMatchHeader {
+    /// The `ETag` last read (`"<version>"`), or `*`; any other value never matches (412).
+    #[param(rename = "If-Match")]
+    pub if_match: Option<String>,
 }
 
 #[cfg(test)]

@@ -52,7 +52,13 @@ const SERVER_CONTROLLED: &[&str] = &[
 
 /// The compiled request-body schemas of every operation, by method and path template.
 pub struct Contract {
-    bodies: HashMap<(String, String), jsonschema::Validator>,
+    bodies: HashMap<(String, String), Body>,
+}
+
+/// One operation's request body: whether it must be sent, and its schema.
+struct Body {
+    required: bool,
+    schema: jsonschema::Validator,
 }
 
 impl std::fmt::Debug for Contract {
@@ -81,20 +87,22 @@ impl Contract {
                     .should_validate_formats(true)
                     .build(&root)
                     .map_err(|e| format!("the body schema of {method} {path} does not compile: {e}"))?;
-                bodies.insert((method.to_ascii_uppercase(), path.clone()), validator);
+                let required = op["requestBody"]["required"].as_bool().unwrap_or(false);
+                bodies.insert((method.to_ascii_uppercase(), path.clone()), Body { required, schema: validator });
             }
         }
         Ok(Self { bodies })
     }
 
-    /// Whether `method path` (a path template, as the router matched it) takes a body.
-    pub fn has_body(&self, method: &str, path: &str) -> bool {
-        self.bodies.contains_key(&(method.to_owned(), path.to_owned()))
+    /// Whether `method path` (a path template, as the router matched it) requires a body;
+    /// `None` when it takes none.
+    pub fn requires_body(&self, method: &str, path: &str) -> Option<bool> {
+        self.bodies.get(&(method.to_owned(), path.to_owned())).map(|b| b.required)
     }
 
     /// Every way `body` breaks the schema of `method path`'s request body.
     pub fn check(&self, method: &str, path: &str, body: &Value) -> Option<Vec<FieldError>> {
-        let validator = self.bodies.get(&(method.to_owned(), path.to_owned()))?;
+        let validator = &self.bodies.get(&(method.to_owned(), path.to_owned()))?.schema;
         let mut out: Vec<FieldError> = Vec::new();
         for e in validator.iter_errors(body) {
             let at = field_path(e.instance_path().as_str());
@@ -187,9 +195,7 @@ fn describe(at: &str, kind: &ValidationErrorKind) -> Vec<FieldError> {
                 other => format!("must be a valid {other}"),
             },
         ),
-        K::MinLength { limit } => {
-            one(if *limit == 1 { "required" } else { "too_short" }, format!("must be at least {limit} characters"))
-        }
+        K::MinLength { limit } => one("too_short", format!("must be at least {limit} characters")),
         K::MaxLength { limit } => one("too_long", format!("must be at most {limit} characters")),
         K::MinItems { limit } => one("too_few", format!("needs at least {limit} item(s)")),
         K::MaxItems { limit } => one("too_many", format!("allows at most {limit} items")),

@@ -198,11 +198,6 @@ impl ApiError {
         }))
     }
 
-    /// The problem's code.
-    pub fn code(&self) -> ProblemCode {
-        self.0.code
-    }
-
     /// Adds an extension member.
     pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
         self.0.extra.insert(key.to_owned(), serde_json::to_value(value).unwrap_or(Value::Null));

@@ -52,6 +52,7 @@ pub struct AppState {
         description = "Security exceptions: formally accepted, time-boxed deviations from a security policy, with risk assessment, compensating controls, approvals, expiry and review.\n\nConventions (errors, pagination, concurrency, idempotency) are in docs/API-DESIGN.md. Every error is `application/problem+json` (RFC 9457) with a stable `code`; validation problems list every bad field in `errors`. Request bodies are checked against the schemas of this document: what it requires, the server requires.",
         license(name = "Apache-2.0")
     ),
+    components(schemas(routes::exceptions::query::ListSort)),
     tags(
         (name = "exceptions", description = "Create, read, list and change exceptions"),
         (name = "lifecycle", description = "Submit, assess, approve, reject, return, withdraw, revoke, close"),

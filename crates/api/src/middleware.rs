@@ -149,6 +149,30 @@ pub async fn unmatched(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::App;
+    use actix_web::test as call;
+
+    #[actix_web::test]
+    async fn a_handler_that_panics_answers_a_500_problem() {
+        let app = call::init_service(
+            App::new()
+                .wrap(actix_web::middleware::from_fn(catch_panics))
+                .route(
+                    "/boom",
+                    web::get().to(|| async { if true { panic!("boom") } else { HttpResponse::Ok().finish() } }),
+                )
+                .route("/fine", web::get().to(|| async { HttpResponse::Ok().finish() })),
+        )
+        .await;
+        let err = call::try_call_service(&app, call::TestRequest::get().uri("/boom").to_request()).await.err();
+        let res = err.map(|e| e.error_response());
+        assert_eq!(res.as_ref().map(HttpResponse::status), Some(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR));
+        let content_type = res.as_ref().and_then(|r| r.headers().get("content-type")).and_then(|v| v.to_str().ok());
+        assert_eq!(content_type, Some("application/problem+json"));
+        // the worker goes on serving
+        let ok = call::call_service(&app, call::TestRequest::get().uri("/fine").to_request()).await;
+        assert_eq!(ok.status(), actix_web::http::StatusCode::OK);
+    }
 
     #[test]
     fn request_ids_are_short_and_plain() {

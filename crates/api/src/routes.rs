@@ -3,6 +3,7 @@
 pub mod exceptions;
 pub mod system;
 
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
@@ -50,7 +51,7 @@ fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {
     )
 }
 
-fn document(op: &mut Operation, versioned: bool) {
+fn document(op: &mut Operation, versioned: bool, names_an_exception: bool) {
     let has_body = op.request_body.is_some();
     let header = |name: &str| {
         op.parameters.iter().flatten().any(|p| match p {
@@ -82,6 +83,9 @@ fn document(op: &mut Operation, versioned: bool) {
     if versioned {
         add("401", "No token, or a token refused (`unauthorized`)".to_owned());
     }
+    if names_an_exception {
+        add("404", "No such exception, or one the caller may not see (`not_found`)".to_owned());
+    }
     if conditional {
         add("412", "If-Match names another version (`precondition_failed`, with `current_version`)".to_owned());
     }
@@ -106,12 +110,39 @@ impl utoipa::Modify for Conventions {
                 .to_owned(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(http));
+        // what a created exception leads to: every operation on it, for generated clients
+        // and stateful fuzzing
+        let mut links = Vec::new();
+        for (path, item) in &openapi.paths.paths {
+            let Some(rest) = path.strip_prefix("/v1/exceptions/{id}") else { continue };
+            let control = rest.contains("{control_id}");
+            for op in [&item.get, &item.put, &item.post, &item.delete, &item.patch].into_iter().flatten() {
+                if let Some(operation) = &op.operation_id {
+                    let mut link = LinkBuilder::new().operation_id(operation).parameter("id", "$response.body#/id");
+                    if control {
+                        link = link.parameter("control_id", "$response.body#/controls/0/id");
+                    }
+                    links.push((operation.clone(), link.build()));
+                }
+            }
+        }
+        if let Some(RefOr::T(created)) = openapi
+            .paths
+            .paths
+            .get_mut("/v1/exceptions")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.responses.responses.get_mut("201"))
+        {
+            for (name, link) in links {
+                created.links.insert(name, RefOr::T(link));
+            }
+        }
         for (path, item) in openapi.paths.paths.iter_mut() {
             let versioned = path.starts_with("/v1");
             for op in
                 [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten()
             {
-                document(op, versioned);
+                document(op, versioned, path.contains("{id}"));
             }
         }
     }

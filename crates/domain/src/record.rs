@@ -103,13 +103,11 @@ pub struct FieldsPatch {
     pub tags: Option<Option<Vec<String>>>,
 }
 
-impl FieldsInput {
-    /// These fields with a merge patch applied.
-    pub fn patched(mut self, p: FieldsPatch) -> Self {
-        macro_rules! apply {
-            ($($f:ident),+) => { $(if let Some(v) = p.$f { self.$f = v; })+ };
-        }
-        apply!(
+/// Calls `$m!` with the names of the caller-writable fields: the one list the structs that
+/// walk them field by field share.
+macro_rules! each_field {
+    ($m:ident) => {
+        $m!(
             title,
             category,
             policy_id,
@@ -126,7 +124,17 @@ impl FieldsInput {
             remediation_due,
             external_refs,
             tags
-        );
+        )
+    };
+}
+
+impl FieldsInput {
+    /// These fields with a merge patch applied.
+    pub fn patched(mut self, p: FieldsPatch) -> Self {
+        macro_rules! apply {
+            ($($f:ident),+) => { $(if let Some(v) = p.$f { self.$f = v; })+ };
+        }
+        each_field!(apply);
         self
     }
 }
@@ -337,24 +345,7 @@ impl Fields {
                 })+
             };
         }
-        cmp!(
-            title,
-            category,
-            policy_id,
-            control_ids,
-            assets,
-            business_unit,
-            justification,
-            business_impact,
-            risk_owner,
-            priority,
-            starts_at,
-            expires_at,
-            remediation_plan,
-            remediation_due,
-            external_refs,
-            tags
-        );
+        each_field!(cmp);
         out
     }
 }
@@ -753,11 +744,6 @@ impl Exception {
     /// The stored status; [`Exception::effective_status`] is the one to report.
     pub fn status(&self) -> Status {
         self.status
-    }
-
-    /// The record without its status.
-    pub fn record(&self) -> &Record {
-        &self.record
     }
 
     /// The only way a status changes: the lifecycle table must lead from the current state to

@@ -62,11 +62,6 @@ impl Errors {
         self.0.push(e);
     }
 
-    /// Whether nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// The value when nothing was recorded; every error otherwise. A parse that found an error
     /// never returns a value, even one it could build.
     pub fn finish<T>(self, value: Option<T>) -> Result<T, Vec<FieldError>> {
@@ -88,8 +83,10 @@ pub fn bounded(field: &str, raw: &str, min: usize, max: usize) -> Result<String,
     let s = raw.trim();
     let n = s.chars().count();
     if n < min {
-        let code = if n == 0 { "required" } else { "too_short" };
-        return Err(FieldError::new(field, code, format!("must be at least {min} characters")));
+        if n == 0 {
+            return Err(FieldError::new(field, "blank", "holds only white space"));
+        }
+        return Err(FieldError::new(field, "too_short", format!("must be at least {min} characters")));
     }
     if n > max {
         return Err(FieldError::new(field, "too_long", format!("must be at most {max} characters")));
@@ -151,7 +148,7 @@ mod tests {
     #[test]
     fn bounded_trims_counts_characters_and_refuses_nul() {
         assert_eq!(bounded("t", "  héllo ", 3, 5).unwrap(), "héllo");
-        assert_eq!(bounded("t", "  ", 1, 5).unwrap_err().code, "required");
+        assert_eq!(bounded("t", "  ", 1, 5).unwrap_err().code, "blank");
         assert_eq!(bounded("t", "ab", 3, 5).unwrap_err().code, "too_short");
         assert_eq!(bounded("t", "abcdef", 3, 5).unwrap_err().code, "too_long");
         assert_eq!(bounded("t", "ab\0cd", 3, 5).unwrap_err().code, "invalid_character");

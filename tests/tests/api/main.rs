@@ -6,6 +6,7 @@
 mod auth;
 mod conventions;
 mod governance;
+mod hardening;
 mod intake;
 mod lifecycle;
 mod review;

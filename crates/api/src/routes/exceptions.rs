@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::body::{IdempotencyKey, IfMatch, JsonBody};
+use crate::body::{IdempotencyHeader, IdempotencyKey, IfMatch, IfMatchHeader, JsonBody};
 use crate::error::{ApiError, Problem, ProblemCode, current_request_id};
 use json::*;
 use query::ListParams;
@@ -109,16 +109,12 @@ async fn mutate(state: web::Data<AppState>, w: Write, op: Operation) -> Result<H
     tag = "exceptions",
     security(("bearer" = [])),
     request_body = CreateException,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 hours; another body with the same key is refused")),
+    params(IdempotencyHeader),
     responses(
         (status = 201, description = "Created", body = ExceptionView, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, description = "Malformed JSON (`malformed_json`) or Idempotency-Key (`invalid_idempotency_key`)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token (`unauthorized`)", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Role cannot create (`forbidden`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role cannot create, or a requester outside their business unit (`forbidden`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "An external reference belongs to another exception (`duplicate_external_reference`)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 1 MiB (`payload_too_large`)", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON (`unsupported_media_type`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (`validation_failed`, every field in `errors`) or reused key (`idempotency_key_reused`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (`validation_failed`, every field in `errors`), an emergency longer than 72 hours (`duration_exceeds_policy`), a covering limit at submit or emergency (`limit_exceeded`), or a reused key (`idempotency_key_reused`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/exceptions")]
@@ -161,8 +157,6 @@ pub async fn create_exception(
     params(("id" = String, Path, description = "UUID or key (`EXC-000042`)")),
     responses(
         (status = 200, description = "The exception", body = ExceptionView, headers(("ETag" = String))),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Absent or not visible (`not_found`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/exceptions/{id}")]
@@ -187,7 +181,6 @@ pub async fn get_exception(
     responses(
         (status = 200, description = "A page", body = ExceptionPage),
         (status = 400, description = "Bad parameter (`invalid_query`) or cursor (`invalid_cursor`)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The token carries no Leeway role (`forbidden`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -217,15 +210,11 @@ pub async fn list_exceptions(
     tag = "exceptions",
     security(("bearer" = [])),
     request_body(content = ExceptionPatch, content_type = "application/merge-patch+json"),
-    params(("id" = String, Path, description = "UUID or key"), ("If-Match" = Option<String>, Header, description = "The ETag last read")),
+    params(("id" = String, Path, description = "UUID or key"), IfMatchHeader),
     responses(
         (status = 200, description = "Updated", body = ExceptionView, headers(("ETag" = String))),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the requester or an analyst (`forbidden`)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Absent or not visible", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Duplicate external reference", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Stale If-Match (`precondition_failed`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid, unknown, server-controlled or locked fields (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -243,7 +232,7 @@ pub async fn patch_exception(
 }
 
 macro_rules! action {
-    ($(#[$doc:meta])* $fn:ident, $path:literal, $op:expr, $conflict:literal) => {
+    ($(#[$doc:meta])* $fn:ident, $path:literal, $op:expr, $conflict:literal, $unprocessable:literal) => {
         $(#[$doc])*
         #[utoipa::path(
             tag = "lifecycle",
@@ -251,17 +240,14 @@ macro_rules! action {
             request_body(content = Option<ActionBody>, description = "Optional comment"),
             params(
                 ("id" = String, Path, description = "UUID or key"),
-                ("If-Match" = Option<String>, Header, description = "The ETag last read"),
-                ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 hours"),
+                IfMatchHeader,
+                IdempotencyHeader,
             ),
             responses(
                 (status = 200, description = "The updated exception", body = ExceptionView, headers(("ETag" = String))),
-                (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
                 (status = 403, description = "Role or ownership does not permit it (`forbidden`)", body = Problem, content_type = "application/problem+json"),
-                (status = 404, description = "Absent or not visible", body = Problem, content_type = "application/problem+json"),
                 (status = 409, description = $conflict, body = Problem, content_type = "application/problem+json"),
-                (status = 412, description = "Stale If-Match (`precondition_failed`)", body = Problem, content_type = "application/problem+json"),
-                (status = 422, description = "Invalid body (`validation_failed`) or reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+                (status = 422, description = $unprocessable, body = Problem, content_type = "application/problem+json"),
             )
         )]
         #[post($path)]
@@ -284,35 +270,41 @@ action!(
     /// Submit a draft for assessment (requester or integration). Needs `expires_at` in the
     /// future and at least one compensating control.
     submit_exception, "/exceptions/{id}/submit", |_| Operation::Submit,
-    "Not a draft (`invalid_transition`, with `current_state` and `allowed_actions`)"
+    "Not a draft (`invalid_transition`, with `current_state` and `allowed_actions`)",
+    "No expiry in the future or no control (`validation_failed`), a covering limit (`limit_exceeded`), or a reused Idempotency-Key (`idempotency_key_reused`)"
 );
 action!(
     /// Return to the requester for more information (analyst or approver); approvals so far
     /// stop counting.
     return_exception, "/exceptions/{id}/return", Operation::Return,
-    "Not submitted or pending approval (`invalid_transition`)"
+    "Not submitted or pending approval (`invalid_transition`)",
+    "A comment over 5000 characters (`validation_failed`), or a reused Idempotency-Key (`idempotency_key_reused`)"
 );
 action!(
     /// Reject (analyst or approver). A renewal round rejected returns to `active` with the
     /// old expiry.
     reject_exception, "/exceptions/{id}/reject", Operation::Reject,
-    "Not submitted, pending approval or renewal pending (`invalid_transition`)"
+    "Not submitted, pending approval or renewal pending (`invalid_transition`)",
+    "A comment over 5000 characters (`validation_failed`), or a reused Idempotency-Key (`idempotency_key_reused`)"
 );
 action!(
     /// Withdraw (the requester) from `draft`, `submitted`, `pending_approval` or `approved`.
     withdraw_exception, "/exceptions/{id}/withdraw", Operation::Withdraw,
-    "Already active or ended (`invalid_transition`)"
+    "Already active or ended (`invalid_transition`)",
+    "A comment over 5000 characters (`validation_failed`), or a reused Idempotency-Key (`idempotency_key_reused`)"
 );
 action!(
     /// Revoke (`security_officer`, `ciso`, `admin`) an approved, active or renewal-pending
     /// exception.
     revoke_exception, "/exceptions/{id}/revoke", Operation::Revoke,
-    "Not approved, active or renewal pending (`invalid_transition`)"
+    "Not approved, active or renewal pending (`invalid_transition`)",
+    "A comment over 5000 characters (`validation_failed`), or a reused Idempotency-Key (`idempotency_key_reused`)"
 );
 action!(
     /// Close because the gap was remediated (requester, risk owner, analyst).
     close_exception, "/exceptions/{id}/close", Operation::Close,
-    "Not active or renewal pending (`invalid_transition`)"
+    "Not active or renewal pending (`invalid_transition`)",
+    "A comment over 5000 characters (`validation_failed`), or a reused Idempotency-Key (`idempotency_key_reused`)"
 );
 
 /// Approve one required level. `role` picks the level; without it, the first missing level
@@ -325,17 +317,14 @@ action!(
     request_body(content = Option<ApproveBody>),
     params(
         ("id" = String, Path, description = "UUID or key"),
-        ("If-Match" = Option<String>, Header, description = "The ETag last read"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 hours"),
+        IfMatchHeader,
+        IdempotencyHeader,
     ),
     responses(
         (status = 200, description = "The updated exception", body = ExceptionView, headers(("ETag" = String))),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "No missing level the caller holds (`forbidden`) or separation of duties (`separation_of_duties`)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Absent or not visible", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not pending approval (`invalid_transition`)", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`role` is not a missing level (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`role` is not a missing level (`validation_failed`), the last approval would exceed a covering limit (`limit_exceeded`) or the level's duration (`duration_exceeds_policy`), or a reused Idempotency-Key (`idempotency_key_reused`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/exceptions/{id}/approve")]
@@ -361,15 +350,12 @@ pub async fn approve_exception(
     tag = "lifecycle",
     security(("bearer" = [])),
     request_body = AssessBody,
-    params(("id" = String, Path, description = "UUID or key"), ("If-Match" = Option<String>, Header, description = "The ETag last read")),
+    params(("id" = String, Path, description = "UUID or key"), IfMatchHeader),
     responses(
         (status = 200, description = "Assessed; `pending_approval`", body = ExceptionView, headers(("ETag" = String))),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an analyst (`forbidden`), or the requester (`separation_of_duties`)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Absent or not visible", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not submitted or pending approval (`invalid_transition`)", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid method values (`validation_failed`) or too long for the level (`duration_exceeds_policy`, with `max_duration_days` and `latest_expires_at`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not submitted, pending approval, renewal pending, or an emergency awaiting ratification (`invalid_transition`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid method values (`validation_failed`), too long for the level (`duration_exceeds_policy`, with `max_duration_days` and `latest_expires_at`), or an assessment that completes the approvals beyond a covering limit (`limit_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[put("/exceptions/{id}/risk")]
@@ -394,17 +380,14 @@ pub async fn assess_exception(
     request_body = NewControl,
     params(
         ("id" = String, Path, description = "UUID or key"),
-        ("If-Match" = Option<String>, Header, description = "The ETag last read"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 hours"),
+        IfMatchHeader,
+        IdempotencyHeader,
     ),
     responses(
         (status = 200, description = "Added; the new control is the last of `controls`", body = ExceptionView, headers(("ETag" = String))),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Role or ownership does not permit it", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Absent or not visible", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The exception has ended (`invalid_transition`)", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid control (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid control, or the exception already has 50 (`validation_failed`); a reused Idempotency-Key (`idempotency_key_reused`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/exceptions/{id}/controls")]
@@ -430,16 +413,14 @@ pub async fn add_control(
     params(
         ("id" = String, Path, description = "UUID or key"),
         ("control_id" = String, Path, description = "The control's id"),
-        ("If-Match" = Option<String>, Header, description = "The ETag last read"),
+        IfMatchHeader,
     ),
     responses(
         (status = 200, description = "Changed", body = ExceptionView, headers(("ETag" = String))),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an analyst (`forbidden`) or the requester verifying (`separation_of_duties`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Absent, not visible, or no such control (`control_not_found`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The exception has ended (`invalid_transition`)", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid change (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid change, or verification without evidence (`validation_failed`); a change that completes the approvals beyond a covering limit (`limit_exceeded`) or the level's duration (`duration_exceeds_policy`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[patch("/exceptions/{id}/controls/{control_id}")]
@@ -464,8 +445,6 @@ pub async fn change_control(
     params(("id" = String, Path, description = "UUID or key")),
     responses(
         (status = 200, description = "The history", body = HistoryView),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Absent or not visible", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/exceptions/{id}/history")]
@@ -498,16 +477,13 @@ pub async fn exception_history(
     request_body = RenewalBody,
     params(
         ("id" = String, Path, description = "UUID or key"),
-        ("If-Match" = Option<String>, Header, description = "The ETag last read"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 hours"),
+        IfMatchHeader,
+        IdempotencyHeader,
     ),
     responses(
         (status = 200, description = "Renewal round opened", body = ExceptionView, headers(("ETag" = String))),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the requester or the risk owner (`forbidden`)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Absent or not visible", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not active (`invalid_transition`)", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "expires_at not later than the current one, or justification too short (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -534,17 +510,14 @@ pub async fn request_renewal(
     request_body = ReviewBody,
     params(
         ("id" = String, Path, description = "UUID or key"),
-        ("If-Match" = Option<String>, Header, description = "The ETag last read"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 hours"),
+        IfMatchHeader,
+        IdempotencyHeader,
     ),
     responses(
         (status = 200, description = "Reviewed", body = ExceptionView, headers(("ETag" = String))),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the risk owner or an analyst (`forbidden`)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Absent or not visible", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not active or renewal pending (`invalid_transition`)", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid review (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid review (`validation_failed`), or a reused Idempotency-Key (`idempotency_key_reused`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/exceptions/{id}/reviews")]
@@ -573,17 +546,15 @@ pub async fn review_exception(
     params(
         ("id" = String, Path, description = "UUID or key"),
         ("control_id" = String, Path, description = "The control's id"),
-        ("If-Match" = Option<String>, Header, description = "The ETag last read"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 hours"),
+        IfMatchHeader,
+        IdempotencyHeader,
     ),
     responses(
         (status = 200, description = "Checked", body = ExceptionView, headers(("ETag" = String))),
-        (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an analyst (`forbidden`), or the requester (`separation_of_duties`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Absent, not visible, or no such control (`control_not_found`)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The exception has ended (`invalid_transition`)", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "Stale If-Match", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid check (`validation_failed`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid check (`validation_failed`); a check that completes the approvals beyond a covering limit (`limit_exceeded`) or the level's duration (`duration_exceeds_policy`); a reused Idempotency-Key (`idempotency_key_reused`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/exceptions/{id}/controls/{control_id}/checks")]

@@ -44,7 +44,6 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 /// The caller's subject and resolved roles.
 #[utoipa::path(tag = "system", security(("bearer" = [])), responses(
     (status = 200, description = "The caller", body = MeView),
-    (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
 ))]
 #[get("/me")]
 pub async fn me(caller: Caller) -> HttpResponse {
@@ -61,7 +60,6 @@ pub async fn me(caller: Caller) -> HttpResponse {
 /// may last and how often it is reviewed; SLAs and limits.
 #[utoipa::path(tag = "system", security(("bearer" = [])), responses(
     (status = 200, description = "The policy", body = PolicyView),
-    (status = 401, description = "No or bad token", body = Problem, content_type = "application/problem+json"),
 ))]
 #[get("/policy")]
 pub async fn policy(state: web::Data<AppState>, _caller: Caller) -> HttpResponse {

@@ -112,7 +112,11 @@ pub(super) fn assess(
         Some(x) if x <= start || x <= now => {
             errors.push(FieldError::new("expires_at", "before_start", "must be after starts_at and in the future"));
         }
-        None => errors.push(FieldError::new("expires_at", "required", "is required")),
+        None => errors.push(FieldError::new(
+            "expires_at",
+            "required_to_assess",
+            "set expires_at first: the level bounds it",
+        )),
         Some(_) => {}
     }
     let (rationale, expires_at) = errors.finish(rationale.zip(expires_at))?;

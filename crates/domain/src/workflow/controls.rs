@@ -88,7 +88,7 @@ pub(super) fn change(
     let mut errors = Errors::default();
     let evidence = change.evidence.as_deref().and_then(|s| errors.take(bounded("evidence", s, 1, 10_000)));
     if change.status.is_none() && change.evidence.is_none() {
-        errors.push(FieldError::new("status", "required", "send a status, evidence, or both"));
+        errors.push(FieldError::new("status", "empty_change", "send a status, evidence, or both"));
     }
     errors.finish(Some(()))?;
     let idx = find(e, id)?;
@@ -98,7 +98,7 @@ pub(super) fn change(
         judge(e, ctx, "verify, fail or change a judged control")?;
     }
     if change.status == Some(ControlStatus::Verified) && evidence.is_none() && e.controls[idx].evidence.is_none() {
-        return Err(DomainError::field("evidence", "required", "verifying a control needs evidence"));
+        return Err(DomainError::field("evidence", "evidence_required", "verifying a control needs evidence"));
     }
     let now = time::truncate(ctx.now);
     let c: &mut Control = &mut e.controls[idx];
@@ -117,7 +117,19 @@ pub(super) fn change(
         c.evidence = evidence;
     }
     let changes = json!({"control_id": id.0, "from": before, "to": c.status});
-    let mut out = vec![e.note(AuditAction::ControlChanged, changes, Some(EventType::Updated))];
+    let changed = e.note(AuditAction::ControlChanged, changes, Some(EventType::Updated));
+    consequences(e, ctx, facts, changed)
+}
+
+/// What a control's new standing leads to: the residual recomputed (and the exception at
+/// risk, or a new round), and the approvals complete when the residual fell.
+fn consequences(
+    e: &mut Exception,
+    ctx: &Ctx<'_>,
+    facts: &mut dyn Facts,
+    judged: Happening,
+) -> Result<Vec<Happening>, DomainError> {
+    let mut out = vec![judged];
     out.extend(reassess(e, ctx.policy, ctx.now)?);
     out.extend(decision::finish_if_complete(e, ctx, facts)?);
     Ok(out)
@@ -164,10 +176,8 @@ pub(super) fn check(
         checker: ctx.actor.subject.clone(),
         at: now,
     });
-    let mut out = vec![e.note(AuditAction::ControlChecked, changes, Some(EventType::Updated))];
-    out.extend(reassess(e, ctx.policy, ctx.now)?);
-    out.extend(decision::finish_if_complete(e, ctx, facts)?);
-    Ok(out)
+    let checked = e.note(AuditAction::ControlChecked, changes, Some(EventType::Updated));
+    consequences(e, ctx, facts, checked)
 }
 
 /// Recomputes the residual with the controls as they stand at `now` (failed or overdue ones no

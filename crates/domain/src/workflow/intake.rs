@@ -175,12 +175,18 @@ pub(super) fn submit(e: &mut Exception, ctx: &Ctx<'_>, facts: &mut dyn Facts) ->
     guard(e, ctx.actor, ctx.policy, ctx.now, Action::Submit)?;
     let mut errors = Errors::default();
     match e.fields.expires_at {
-        None => errors.push(FieldError::new("expires_at", "required", "is required at submit")),
+        None => {
+            errors.push(FieldError::new("expires_at", "required_at_submit", "a submit needs an expiry: set expires_at"))
+        }
         Some(x) if x <= ctx.now => errors.push(FieldError::new("expires_at", "in_past", "must be in the future")),
         Some(_) => {}
     }
     if e.controls.is_empty() {
-        errors.push(FieldError::new("controls", "required", "at least one compensating control is required at submit"));
+        errors.push(FieldError::new(
+            "controls",
+            "required_at_submit",
+            "a submit needs at least one compensating control",
+        ));
     }
     errors.finish(Some(()))?;
     let chronic = take_place(e, ctx, facts)?;

@@ -452,13 +452,15 @@ impl Wire for AssessBody {
                     return Err([("likelihood", l), ("impact", i)]
                         .iter()
                         .filter(|(_, v)| v.is_none())
-                        .map(|(n, _)| FieldError::new(*n, "required", "is required for method matrix"))
+                        .map(|(n, _)| FieldError::new(*n, "required_for_method", "method matrix needs it"))
                         .collect());
                 }
             },
             MethodKind::Cvss => match &self.vector {
                 Some(v) => Method::cvss(v).map_err(|e| vec![e])?,
-                None => return Err(vec![FieldError::new("vector", "required", "is required for method cvss")]),
+                None => {
+                    return Err(vec![FieldError::new("vector", "required_for_method", "method cvss needs a vector")]);
+                }
             },
         };
         Ok(Assessed {
