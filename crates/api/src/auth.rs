@@ -167,17 +167,17 @@ impl Auth {
             Some(Value::String(s)) => s.split_whitespace().filter_map(Role::parse).collect(),
             _ => Vec::new(),
         };
-        let business_unit = match claims.get(&self.business_unit_claim) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(b)) => Some(leeway_domain::text::bounded("business_unit", b, 1, 100).map_err(|e| {
-                ApiError::unauthorized(format!("the token's {} claim {}", self.business_unit_claim, e.message))
-            })?),
-            Some(_) => {
+        // a unit is a non-blank string; anything else (absent, empty, a list of groups) is none,
+        // as identity providers send "" for an unset attribute
+        let business_unit = match claims.get(&self.business_unit_claim).and_then(Value::as_str) {
+            Some(b) if b.contains('\0') => {
                 return Err(ApiError::unauthorized(format!(
-                    "the token's {} claim is not a string",
+                    "the token's {} claim holds a NUL character",
                     self.business_unit_claim
                 )));
             }
+            Some(b) if !b.trim().is_empty() => Some(b.trim().to_owned()),
+            Some(_) | None => None,
         };
         Ok(Actor { subject, roles, business_unit })
     }

@@ -137,7 +137,8 @@ pub struct Problem {
     pub status: u16,
     /// What happened this time, for a person.
     pub detail: String,
-    /// `urn:uuid:<request id>` (the `X-Request-Id` of the response).
+    /// `urn:uuid:<request id>` (the `X-Request-Id` of the response; `urn:leeway:request:<id>` when
+    /// the caller's own id is not a UUID).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
     /// Stable machine code.
@@ -266,7 +267,11 @@ impl ApiError {
             title: d.code.title().to_owned(),
             status: d.code.status().as_u16(),
             detail: d.detail.clone(),
-            instance: d.request_id.as_ref().map(|id| format!("urn:uuid:{id}")),
+            instance: d.request_id.as_ref().map(|id| match uuid::Uuid::parse_str(id) {
+                Ok(_) => format!("urn:uuid:{id}"),
+                // a caller's own request id is not a UUID: still a URI naming the occurrence
+                Err(_) => format!("urn:leeway:request:{id}"),
+            }),
             code: d.code.as_str().to_owned(),
             errors: d.errors.clone(),
             extra: d.extra.clone(),
@@ -338,18 +343,18 @@ impl From<DomainError> for ApiError {
                     MaxDuration::Emergency { hours } => e.with("emergency", true).with("max_duration_hours", hours),
                 }
             }
-            DomainError::LimitExceeded { scope, name, limit, holders } => ApiError::new(
-                ProblemCode::LimitExceeded,
-                format!(
-                    "{scope} {name} already has {} exception(s) holding its places ({}); the limit is {limit}",
-                    holders.len(),
-                    holders.join(", ")
-                ),
-            )
-            .with("scope", scope)
-            .with(scope, name)
-            .with("limit", limit)
-            .with("held_by", holders),
+            DomainError::LimitExceeded { scope, name, limit, held, holders } => {
+                let e = ApiError::new(
+                    ProblemCode::LimitExceeded,
+                    format!("{scope} {name} already has {held} exception(s) holding its places; the limit is {limit}"),
+                )
+                .with("scope", scope)
+                .with(scope, name)
+                .with("limit", limit)
+                .with("held", held);
+                // the holders' keys only for a caller who may see every exception
+                if holders.is_empty() { e } else { e.with("held_by", holders) }
+            }
             DomainError::NoSuchControl(id) => {
                 ApiError::new(ProblemCode::ControlNotFound, format!("the exception has no control {id}"))
             }

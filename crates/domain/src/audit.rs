@@ -1,6 +1,11 @@
 //! The audit trail (spec section 7): one event type from the happening to the stored row to
 //! the view, and its hash chain.
 //!
+//! An entry holds what was written, verbatim: the hash of a stored event is computed over the
+//! stored values themselves, never over a parsed and re-printed copy, so any change to a
+//! stored row, even one a parser would tolerate (white space, an unknown name), breaks the
+//! chain at that event.
+//!
 //! `hash = SHA-256(prev_hash || "\n" || canonical JSON of the entry)`, hex-encoded. The
 //! canonical form is JSON with object keys sorted and no insignificant white space; the chain
 //! is per exception and starts from 64 zeros.
@@ -10,8 +15,6 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::access::Actor;
-use crate::ids::{ExceptionId, Subject};
-use crate::kinds::{AuditAction, Role, Status};
 use crate::record::{Happening, Record};
 
 /// The `prev_hash` of an exception's first event.
@@ -20,22 +23,22 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// What an audit event says: everything its hash covers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    /// The exception.
-    pub exception_id: ExceptionId,
-    /// What happened.
-    pub action: AuditAction,
-    /// Who: the caller, or `system` for what time did.
-    pub actor: Subject,
+    /// The exception's id.
+    pub exception_id: String,
+    /// What happened (an [`crate::kinds::AuditAction`] name).
+    pub action: String,
+    /// Who: the caller's subject, or `system` for what time did.
+    pub actor: String,
     /// The actor's roles at the time (none for `system`).
-    pub roles: Vec<Role>,
+    pub roles: Vec<String>,
     /// The person an integration acted for.
-    pub on_behalf_of: Option<Subject>,
+    pub on_behalf_of: Option<String>,
     /// When.
     pub at: DateTime<Utc>,
     /// State before (none at creation).
-    pub from_status: Option<Status>,
+    pub from_status: Option<String>,
     /// State after.
-    pub to_status: Status,
+    pub to_status: String,
     /// What changed.
     pub changes: Value,
     /// The request that caused it.
@@ -45,17 +48,21 @@ pub struct Entry {
 impl Entry {
     /// The entry for a happening on `e`, caused by `actor` (or by time) at `at`.
     pub fn new(e: &Record, h: &Happening, actor: &Actor, at: DateTime<Utc>, request_id: Option<&str>) -> Self {
-        let (who, roles) =
-            if h.by_system { (Subject::system(), Vec::new()) } else { (actor.subject.clone(), actor.roles.clone()) };
+        let (who, roles) = if h.by_system {
+            (crate::ids::Subject::system().to_string(), Vec::new())
+        } else {
+            (actor.subject.to_string(), actor.roles.iter().map(|r| r.as_str().to_owned()).collect())
+        };
+        let on_behalf_of = if !h.by_system && e.requester == actor.subject { e.on_behalf_of.as_ref() } else { None };
         Self {
-            exception_id: e.id,
-            action: h.action,
-            on_behalf_of: if !h.by_system && e.requester == actor.subject { e.on_behalf_of.clone() } else { None },
+            exception_id: e.id.to_string(),
+            action: h.action.as_str().to_owned(),
+            on_behalf_of: on_behalf_of.map(ToString::to_string),
             actor: who,
             roles,
             at,
-            from_status: h.from,
-            to_status: h.to,
+            from_status: h.from.map(|s| s.as_str().to_owned()),
+            to_status: h.to.as_str().to_owned(),
             changes: h.changes.clone(),
             request_id: request_id.map(str::to_owned),
         }
@@ -64,7 +71,7 @@ impl Entry {
     /// The canonical body the hash covers.
     pub fn body(&self) -> Value {
         json!({
-            "exception_id": self.exception_id.to_string(),
+            "exception_id": self.exception_id,
             "action": self.action,
             "actor": {"subject": self.actor, "roles": self.roles},
             "on_behalf_of": self.on_behalf_of,
@@ -155,16 +162,16 @@ mod tests {
     use super::*;
     use uuid::Uuid;
 
-    fn entry(action: AuditAction, at: &str) -> Entry {
+    fn entry(action: &str, at: &str) -> Entry {
         Entry {
-            exception_id: ExceptionId(Uuid::nil()),
-            action,
-            actor: Subject::system(),
+            exception_id: Uuid::nil().to_string(),
+            action: action.to_owned(),
+            actor: "system".to_owned(),
             roles: Vec::new(),
             on_behalf_of: None,
             at: at.parse().unwrap(),
             from_status: None,
-            to_status: Status::Draft,
+            to_status: "draft".to_owned(),
             changes: json!({"b": 1, "a": [{"y": 2, "x": 1}]}),
             request_id: None,
         }
@@ -172,8 +179,8 @@ mod tests {
 
     #[test]
     fn the_chain_detects_a_changed_event() {
-        let a = entry(AuditAction::Created, "2026-01-01T00:00:00Z");
-        let b = entry(AuditAction::Submitted, "2026-01-01T00:01:00Z");
+        let a = entry("created", "2026-01-01T00:00:00Z");
+        let b = entry("submitted", "2026-01-01T00:01:00Z");
         let ha = a.hash(GENESIS);
         let hb = b.hash(&ha);
         let mut events = vec![
@@ -183,6 +190,10 @@ mod tests {
         assert_eq!(first_broken(&events), None);
         events[1].entry.at = "2026-01-01T00:02:00Z".parse().unwrap();
         assert_eq!(first_broken(&events), Some(1));
+        // white space a parser would forgive still breaks the chain
+        events[1].entry.at = "2026-01-01T00:01:00Z".parse().unwrap();
+        events[0].entry.actor = "system ".to_owned();
+        assert_eq!(first_broken(&events), Some(0));
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub enum DomainError {
         latest_expires_at: DateTime<Utc>,
     },
     /// An asset (or a business unit) would hold more covering exceptions than its limit.
-    #[error("{scope} {name} already has {} covering exception(s); the limit is {limit}", holders.len())]
+    #[error("{scope} {name} already has {held} covering exception(s); the limit is {limit}")]
     LimitExceeded {
         /// `asset` or `business_unit`.
         scope: &'static str,
@@ -72,7 +72,9 @@ pub enum DomainError {
         name: String,
         /// The limit.
         limit: u32,
-        /// Keys of the exceptions that hold its places.
+        /// How many exceptions hold its places.
+        held: usize,
+        /// Their keys, when the caller may see every exception (else empty).
         holders: Vec<String>,
     },
     /// A compensating control id that the exception does not have.

@@ -529,7 +529,7 @@ impl Store {
             .select(AuditRow::as_select())
             .load(&mut conn)?
             .into_iter()
-            .map(AuditRow::into_domain)
+            .map(|r| Ok(AuditRow::into_domain(r)))
             .collect()
     }
 

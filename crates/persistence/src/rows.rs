@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use leeway_domain::audit::{Entry, Event};
 use leeway_domain::ids::{ControlId, ExceptionId, ExceptionKey, Subject};
 use leeway_domain::kinds::{
-    AuditAction, Category, CheckResult, ControlKind, ControlStatus, Effectiveness, Level, MethodKind, Priority, Reason,
+    Category, CheckResult, ControlKind, ControlStatus, Effectiveness, Level, MethodKind, Priority, Reason,
     ReviewOutcome, Role, Status,
 };
 use leeway_domain::record::{Approval, CheckInterval, Control, ControlCheck, Exception, Fields, Record, Review};
@@ -411,9 +411,9 @@ impl AssessmentRow {
             match (parse("method", &self.method, MethodKind::parse)?, self.likelihood, self.impact, self.vector) {
                 (MethodKind::Matrix, Some(l), Some(i), _) => Method::matrix(i64::from(l), i64::from(i))
                     .map_err(|_| StoreError::corrupt(format!("assessment {} likelihood {l} impact {i}", self.id)))?,
-                (MethodKind::Cvss, _, _, Some(vector)) => {
-                    Method::cvss(&vector).map_err(|e| StoreError::corrupt(e.message))?
-                }
+                // the score computed when the vector was assessed stands: a later library
+                // version never silently rescores what was accepted
+                (MethodKind::Cvss, _, _, Some(vector)) => Method::Cvss { vector, score: score(self.inherent_score)? },
                 _ => return Err(StoreError::corrupt(format!("assessment {} has no method values", self.id))),
             };
         Ok(Assessment {
@@ -526,40 +526,43 @@ pub(crate) struct NewAuditRow {
 }
 
 impl AuditRow {
-    pub(crate) fn into_domain(self) -> Result<Event, StoreError> {
-        let roles: Vec<String> = json_list(&self.actor_roles)?;
-        let status = |s: &str| parse("status", s, Status::parse);
-        Ok(Event {
+    /// The event as stored, verbatim: nothing is parsed but the JSON columns, and a JSON
+    /// column that no longer parses is kept as its text, so that the chain, not a 500,
+    /// reports a tampered row.
+    pub(crate) fn into_domain(self) -> Event {
+        let roles = serde_json::from_str::<Vec<String>>(&self.actor_roles).unwrap_or_else(|_| vec![self.actor_roles]);
+        let changes = serde_json::from_str(&self.changes).unwrap_or(serde_json::Value::String(self.changes));
+        Event {
             seq: self.seq,
             entry: Entry {
-                exception_id: ExceptionId(uuid(&self.exception_id)?),
-                action: parse("audit action", &self.action, AuditAction::parse)?,
-                actor: subject("actor", &self.actor_subject)?,
-                roles: roles.iter().map(|r| parse("role", r, Role::parse)).collect::<Result<_, _>>()?,
-                on_behalf_of: self.on_behalf_of.as_deref().map(|s| subject("on_behalf_of", s)).transpose()?,
+                exception_id: self.exception_id,
+                action: self.action,
+                actor: self.actor_subject,
+                roles,
+                on_behalf_of: self.on_behalf_of,
                 at: utc(self.at),
-                from_status: self.from_status.as_deref().map(status).transpose()?,
-                to_status: status(&self.to_status)?,
-                changes: serde_json::from_str(&self.changes).map_err(StoreError::corrupt)?,
+                from_status: self.from_status,
+                to_status: self.to_status,
+                changes,
                 request_id: self.request_id,
             },
             prev_hash: self.prev_hash,
             hash: self.hash,
-        })
+        }
     }
 }
 
 impl NewAuditRow {
     pub(crate) fn from_domain(entry: &Entry, prev_hash: String, hash: String) -> Result<Self, StoreError> {
         Ok(Self {
-            exception_id: entry.exception_id.to_string(),
-            action: entry.action.as_str().to_owned(),
-            actor_subject: entry.actor.as_str().to_owned(),
+            exception_id: entry.exception_id.clone(),
+            action: entry.action.clone(),
+            actor_subject: entry.actor.clone(),
             actor_roles: json(&entry.roles)?,
-            on_behalf_of: entry.on_behalf_of.as_ref().map(|s| s.as_str().to_owned()),
+            on_behalf_of: entry.on_behalf_of.clone(),
             at: naive(entry.at),
-            from_status: entry.from_status.map(|s| s.as_str().to_owned()),
-            to_status: entry.to_status.as_str().to_owned(),
+            from_status: entry.from_status.clone(),
+            to_status: entry.to_status.clone(),
             changes: entry.changes.to_string(),
             request_id: entry.request_id.clone(),
             prev_hash,

@@ -6,3 +6,6 @@ UPDATE controls SET check_every_days = 365 WHERE check_every_days > 365;
 UPDATE controls SET check_every_days = 1 WHERE check_every_days < 1;
 UPDATE exceptions SET remediation_due = NULL
     WHERE remediation_due < '1970-01-01' OR remediation_due > '9999-12-31';
+
+-- NUL characters are now refused at the edge on both backends. PostgreSQL never stored one
+-- (it refuses them), so, unlike SQLite, there is nothing to remove here.

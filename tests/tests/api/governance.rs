@@ -273,7 +273,21 @@ async fn limits_per_asset_and_business_unit_are_enforced_at_submit() {
         )
         .await;
     assert_eq!((r.status, r.str("code").as_str()), (422, "limit_exceeded"), "{}", r.body);
-    assert_eq!((r.str("asset").as_str(), r.body["limit"].as_u64()), ("db-01", Some(5)));
+    assert_eq!(
+        (r.str("asset").as_str(), r.body["limit"].as_u64(), r.body["held"].as_u64()),
+        ("db-01", Some(5), Some(5))
+    );
+    assert!(r.body.get("held_by").is_none(), "a requester is not told which exceptions hold the places: {}", r.body);
+    // a caller who may see every exception is told which hold them
+    let integration = app.token("servicenow", "integration", None);
+    let r = app
+        .post(
+            "/v1/exceptions",
+            &integration,
+            exception_body(json!({"assets": ["db-01"], "control_ids": ["C-9"], "submit": true})),
+        )
+        .await;
+    assert_eq!((r.status, r.str("code").as_str()), (422, "limit_exceeded"), "{}", r.body);
     let mut held: Vec<String> =
         r.body["held_by"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_owned()).collect();
     held.sort();

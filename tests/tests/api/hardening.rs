@@ -276,3 +276,100 @@ async fn the_contract_reports_every_problem_at_once() {
     assert_eq!((r.status, r.header("allow").as_deref()), (405, Some("POST")));
     problem(&app.send("GET", "/v1/nowhere", Some(&cast.officer), None, &[]).await, 404, "not_found");
 }
+
+#[tokio::test]
+async fn a_risk_owner_without_the_requester_role_still_reviews_closes_and_renews() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let owner = app.token("erin", "asset_owner", None);
+    let id = app.approved(&cast, json!({"risk_owner": "erin"})).await;
+    let r = app
+        .post(
+            &format!("/v1/exceptions/{id}/reviews"),
+            &owner,
+            json!({"controls_effective": true, "justification_valid": true, "better_option_available": false, "outcome": "continue"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let expires = r.body["expires_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    let r = app
+        .post(
+            &format!("/v1/exceptions/{id}/renewal"),
+            &owner,
+            json!({"expires_at": (expires + chrono::Duration::days(10)).to_rfc3339(), "justification": "The migration slipped a month"}),
+        )
+        .await;
+    assert_eq!((r.status, r.str("status").as_str()), (200, "renewal_pending"), "{}", r.body);
+    assert_eq!(app.act(&id, "close", &owner).await.str("status"), "closed");
+    // someone else with the same roles is refused before the state is looked at
+    let other = app.token("olga", "asset_owner", None);
+    let id = app.approved(&cast, json!({"risk_owner": "erin"})).await;
+    problem(&app.act(&id, "close", &other).await, 403, "forbidden");
+}
+
+#[tokio::test]
+async fn the_business_unit_rule_holds_for_updates_and_not_for_emergencies() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let id = app.create(&cast, json!({})).await;
+    let r = app
+        .send(
+            "PATCH",
+            &format!("/v1/exceptions/{id}"),
+            Some(&cast.requester),
+            Some(&json!({"business_unit": "marketing"})),
+            &[],
+        )
+        .await;
+    problem(&r, 403, "forbidden");
+    let e = app.get(&format!("/v1/exceptions/{id}"), &cast.requester).await;
+    assert_eq!(e.str("business_unit"), "payments", "nothing changed");
+    // an officer who also files as a requester declares an emergency wherever it is
+    let officer = app.token("olive", "requester,security_officer", Some("payments"));
+    let r = app
+        .post(
+            "/v1/exceptions",
+            &officer,
+            exception_body(json!({"emergency": true, "expires_at": null, "business_unit": "plant"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // an empty business unit claim is no unit at all
+    let blank = app.token("bea", "requester", Some(" "));
+    assert_eq!(app.post("/v1/exceptions", &blank, exception_body(json!({"business_unit": "plant"}))).await.status, 201);
+}
+
+#[tokio::test]
+async fn a_tampered_audit_row_breaks_the_chain_rather_than_the_read() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let id = app.submitted(&cast).await;
+    let path = format!("/v1/exceptions/{id}/history");
+    let h = app.get(&path, &cast.requester).await;
+    assert_eq!(h.body["chain"]["valid"], true);
+    let (first, second) = (h.body["items"][0]["seq"].as_i64().unwrap(), h.body["items"][1]["seq"].as_i64().unwrap());
+    // white space a parser would forgive, in the second event
+    app.sql(&format!("UPDATE audit_events SET actor_subject = 'alice ' WHERE seq = {second}"));
+    let h = app.get(&path, &cast.requester).await;
+    assert_eq!(
+        (h.status, h.body["chain"]["valid"].as_bool(), h.body["chain"]["first_broken_seq"].as_i64()),
+        (200, Some(false), Some(second))
+    );
+    // a status no lifecycle has, and roles that are not JSON, in the first
+    app.sql(&format!("UPDATE audit_events SET to_status = 'approved_by_ceo', actor_roles = 'ceo' WHERE seq = {first}"));
+    let h = app.get(&path, &cast.requester).await;
+    assert_eq!((h.status, h.body["chain"]["first_broken_seq"].as_i64()), (200, Some(first)), "{}", h.body);
+    assert_eq!(h.body["items"][0]["to_status"], "approved_by_ceo", "shown as recorded");
+}
+
+#[tokio::test]
+async fn tags_may_be_cleared_with_null() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let id = app.create(&cast, json!({"tags": ["q3", "vpn"]})).await;
+    let r = app
+        .send("PATCH", &format!("/v1/exceptions/{id}"), Some(&cast.requester), Some(&json!({"tags": null})), &[])
+        .await;
+    assert_eq!((r.status, r.body["tags"].clone()), (200, json!([])), "{}", r.body);
+    assert_eq!(app.post("/v1/exceptions", &cast.requester, exception_body(json!({"tags": null}))).await.status, 201);
+}

@@ -40,7 +40,8 @@ fn claim(req: &HttpRequest, caller: &Caller, key: &IdempotencyKey, digest: &str)
 }
 
 fn respond(state: &AppState, caller: &Caller, now: DateTime<Utc>, e: &Exception, status: StatusCode) -> StoredResponse {
-    let view = ExceptionView::render(e, &caller.0, &state.policy, now);
+    // a change queued behind a later one was stamped at that later moment: show it as of then
+    let view = ExceptionView::render(e, &caller.0, &state.policy, now.max(e.updated_at));
     StoredResponse {
         status: status.as_u16(),
         body: serde_json::to_string(&view).unwrap_or_default(),

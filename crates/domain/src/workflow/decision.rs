@@ -113,7 +113,7 @@ pub(super) fn finish_if_complete(
     match e.status() {
         Status::PendingApproval => {
             let places = places(e, ctx, facts)?;
-            judge_limits(e, ctx.policy, &places)?;
+            judge_limits(e, ctx, &places)?;
             // Coverage never starts before the decision: a start that passed while the request
             // waited moves to the moment of approval.
             let start = e.fields.starts_at.map_or(now, |s| s.max(now));

@@ -4,11 +4,10 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::access::{guard, is_requester_side, roles_for};
+use crate::access::{guard, is_requester_side, roles_for, within_business_unit};
 use crate::error::{DomainError, MaxDuration};
 use crate::ids::{ControlId, ExceptionId, ExceptionKey, Subject};
 use crate::kinds::{Action, AuditAction, EventType, Role, Status};
-use crate::policy::ApprovalPolicy;
 use crate::record::{Control, ControlSpec, EDITABLE_AFTER_SUBMIT, Exception, Fields, FieldsPatch, Happening, Record};
 use crate::text::{Errors, FieldError};
 use crate::time;
@@ -48,27 +47,24 @@ pub struct Places {
 }
 
 /// Refuses when taking one more place would exceed the asset's or the business unit's limit.
-pub fn judge_limits(e: &Record, policy: &ApprovalPolicy, places: &Places) -> Result<(), DomainError> {
-    let limit = policy.max_covering_per_asset;
-    for (asset, holders) in &places.on_assets {
-        if holders.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
-            return Err(DomainError::LimitExceeded {
-                scope: "asset",
-                name: asset.clone(),
-                limit,
-                holders: holders.clone(),
-            });
-        }
+/// The holders are named only to a caller who may see every exception.
+pub fn judge_limits(e: &Record, ctx: &Ctx<'_>, places: &Places) -> Result<(), DomainError> {
+    let refuse = |scope, name: &str, limit, holders: &[String]| DomainError::LimitExceeded {
+        scope,
+        name: name.to_owned(),
+        limit,
+        held: holders.len(),
+        holders: if ctx.actor.is_restricted() { Vec::new() } else { holders.to_vec() },
+    };
+    let full = |held: &[String], limit: u32| held.len() >= usize::try_from(limit).unwrap_or(usize::MAX);
+    let limit = ctx.policy.max_covering_per_asset;
+    if let Some((asset, holders)) = places.on_assets.iter().find(|(_, holders)| full(holders, limit)) {
+        return Err(refuse("asset", asset, limit, holders));
     }
-    if let Some(limit) = policy.business_unit_limits.get(&e.fields.business_unit).copied()
-        && places.in_business_unit.len() >= usize::try_from(limit).unwrap_or(usize::MAX)
+    if let Some(limit) = ctx.policy.business_unit_limits.get(&e.fields.business_unit).copied()
+        && full(&places.in_business_unit, limit)
     {
-        return Err(DomainError::LimitExceeded {
-            scope: "business_unit",
-            name: e.fields.business_unit.clone(),
-            limit,
-            holders: places.in_business_unit.clone(),
-        });
+        return Err(refuse("business_unit", &e.fields.business_unit, limit, &places.in_business_unit));
     }
     Ok(())
 }
@@ -82,7 +78,7 @@ pub(super) fn places(e: &Exception, ctx: &Ctx<'_>, facts: &mut dyn Facts) -> Res
 /// Enforces the limits and detects repeats: sets `chronic` and returns why, if it is.
 fn take_place(e: &mut Exception, ctx: &Ctx<'_>, facts: &mut dyn Facts) -> Result<Option<String>, DomainError> {
     let places = places(e, ctx, facts)?;
-    judge_limits(e, ctx.policy, &places)?;
+    judge_limits(e, ctx, &places)?;
     let n = places.earlier_sharing.len();
     let chronic = (n >= usize::try_from(ctx.policy.chronic_threshold).unwrap_or(usize::MAX)).then(|| {
         format!("{n} earlier exception(s) on the same asset and control: {}", places.earlier_sharing.join(", "))
@@ -104,13 +100,9 @@ pub(super) fn create(
     if !a.has_any(roles_for(action)) {
         return Err(DomainError::Forbidden { action, needs: roles_for(action).to_vec() });
     }
-    // a requester files in their own business unit; analysts and integrations file for anyone
-    if let Some(unit) = &a.business_unit
-        && a.has(Role::Requester)
-        && !a.has_any(&[Role::Analyst, Role::Integration])
-        && *unit != input.fields.business_unit
-    {
-        return Err(DomainError::OutsideBusinessUnit { unit: unit.clone() });
+    // break-glass is declared by officers wherever the incident is
+    if !input.emergency {
+        within_business_unit(a, &input.fields.business_unit)?;
     }
     let mut errors = Errors::default();
     if input.on_behalf_of.is_some() && !a.has(Role::Integration) {
@@ -230,6 +222,9 @@ pub(super) fn update(e: &mut Exception, ctx: &Ctx<'_>, patch: FieldsPatch) -> Re
     }
     if diff.is_empty() {
         return Ok(Vec::new());
+    }
+    if diff.contains_key("business_unit") {
+        within_business_unit(ctx.actor, &fields.business_unit)?;
     }
     e.fields = fields;
     Ok(vec![e.note(AuditAction::Updated, Value::Object(diff), Some(EventType::Updated))])

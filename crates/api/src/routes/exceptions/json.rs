@@ -13,7 +13,7 @@ use leeway_domain::{FieldError, Status as DomainStatus};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
 use uuid::Uuid;
 
 use crate::body::Wire;
@@ -43,7 +43,9 @@ fn assets_schema() -> ArrayBuilder {
 }
 
 fn tags_schema() -> ArrayBuilder {
-    strings(false, 50, 100).description(Some("Free labels: at most 50, each 1..100 characters; de-duplicated."))
+    strings(false, 50, 100)
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .description(Some("Free labels: at most 50, each 1..100 characters; de-duplicated; `null` is none."))
 }
 
 fn threat_vectors_schema() -> ArrayBuilder {
@@ -1011,13 +1013,13 @@ pub struct ExceptionPage {
     pub next_cursor: Option<String>,
 }
 
-/// The actor of an audit event.
+/// The actor of an audit event, as recorded.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ActorView {
     /// Subject, or `system` for time-driven transitions.
     pub subject: String,
     /// Roles at the time.
-    pub roles: Vec<Role>,
+    pub roles: Vec<String>,
 }
 
 /// One audit event.
@@ -1033,10 +1035,10 @@ pub struct AuditEventView {
     pub on_behalf_of: Option<String>,
     /// When.
     pub at: DateTime<Utc>,
-    /// State before (null for creation).
-    pub from_status: Option<Status>,
-    /// State after.
-    pub to_status: Status,
+    /// State before (null for creation): a status name as recorded.
+    pub from_status: Option<String>,
+    /// State after: a status name as recorded.
+    pub to_status: String,
     /// What changed.
     #[schema(value_type = Object)]
     pub changes: Value,
@@ -1053,15 +1055,12 @@ impl From<leeway_domain::audit::Event> for AuditEventView {
         let entry = e.entry;
         Self {
             seq: e.seq,
-            action: entry.action.as_str().to_owned(),
-            actor: ActorView {
-                subject: entry.actor.to_string(),
-                roles: entry.roles.into_iter().map(Role::from).collect(),
-            },
-            on_behalf_of: entry.on_behalf_of.map(|s| s.to_string()),
+            action: entry.action,
+            actor: ActorView { subject: entry.actor, roles: entry.roles },
+            on_behalf_of: entry.on_behalf_of,
             at: entry.at,
-            from_status: entry.from_status.map(Status::from),
-            to_status: entry.to_status.into(),
+            from_status: entry.from_status,
+            to_status: entry.to_status,
             changes: entry.changes,
             request_id: entry.request_id,
             prev_hash: e.prev_hash,
