@@ -6,6 +6,7 @@
 #![expect(clippy::expect_used, reason = "test support: a failed set-up should stop the test loudly")]
 
 use chrono::{DateTime, Duration, Utc};
+use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use leeway_api::Application;
 use leeway_api::auth::Auth;
@@ -49,6 +50,17 @@ fn fresh_database() -> (String, TestDb) {
         Ok(url) if url.starts_with("postgres") => {
             let schema = format!("t_{id}");
             let mut c = PgConnection::establish(&url).expect("connect to LEEWAY_TEST_DATABASE_URL");
+            // The migrations create `pg_trgm` in `public` if it is missing; tests migrating
+            // their schemas at once would race to create it, so it is made here, one at a time.
+            // (three statements, each committed: unlocking inside one implicit transaction would
+            // let the next test in before this one's extension is visible)
+            for step in [
+                "SELECT pg_advisory_lock(7428)",
+                "CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public",
+                "SELECT pg_advisory_unlock(7428)",
+            ] {
+                c.batch_execute(step).expect("create pg_trgm");
+            }
             diesel::sql_query(format!("CREATE SCHEMA {schema}")).execute(&mut c).expect("create test schema");
             let sep = if url.contains('?') { '&' } else { '?' };
             let test_url = format!("{url}{sep}options=-csearch_path%3D{schema}");
@@ -84,6 +96,8 @@ pub struct TestApp {
     pub database_url: String,
     /// The policy the server runs.
     pub policy: leeway_domain::ApprovalPolicy,
+    /// The server's own store: its statement counter sees every statement a request sends.
+    pub store: leeway_persistence::Store,
     auth: Auth,
     _db: TestDb,
 }
@@ -146,10 +160,11 @@ pub async fn spawn_with(options: Options) -> TestApp {
     let clock = Arc::new(ManualClock::default());
     let app = Application::build(&config, clock.clone()).expect("build the application");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let store = app.store().clone();
     tokio::spawn(app.run());
     let auth =
         Auth::new(SECRET, options.issuer, options.audience, "roles".into(), "business_unit".into(), clock.clone());
-    TestApp { base, client: reqwest::Client::new(), clock, database_url, policy: config.policy, auth, _db: db }
+    TestApp { base, client: reqwest::Client::new(), clock, database_url, policy: config.policy, store, auth, _db: db }
 }
 
 impl TestApp {

@@ -1,9 +1,13 @@
 //! Connections: the backend is chosen from the URL scheme, never guessed.
 
-use diesel::connection::SimpleConnection;
-use diesel::r2d2::{ManageConnection, Pool};
+use diesel::connection::{
+    AnsiTransactionManager, Instrumentation, InstrumentationEvent, SimpleConnection, TransactionManager,
+};
+use diesel::r2d2::{ManageConnection, Pool, R2D2Connection};
 use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::StoreError;
@@ -55,10 +59,33 @@ impl Backend {
     }
 }
 
+/// Counts the statements a connection sends, leaving out the transaction's own (`BEGIN`,
+/// `COMMIT`, `ROLLBACK`, savepoints): the round trips a change costs.
+struct CountStatements {
+    count: Arc<AtomicU64>,
+    transaction_sql_next: bool,
+}
+
+impl Instrumentation for CountStatements {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        match event {
+            InstrumentationEvent::BeginTransaction { .. }
+            | InstrumentationEvent::CommitTransaction { .. }
+            | InstrumentationEvent::RollbackTransaction { .. } => self.transaction_sql_next = true,
+            InstrumentationEvent::StartQuery { .. } if self.transaction_sql_next => self.transaction_sql_next = false,
+            InstrumentationEvent::StartQuery { .. } => {
+                self.count.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Opens connections for the pool, applying SQLite's pragmas to each.
 #[derive(Debug)]
 pub struct DbManager {
     backend: Backend,
+    statements: Arc<AtomicU64>,
 }
 
 impl ManageConnection for DbManager {
@@ -66,9 +93,9 @@ impl ManageConnection for DbManager {
     type Error = diesel::r2d2::Error;
 
     fn connect(&self) -> Result<Db, Self::Error> {
-        match &self.backend {
+        let mut db = match &self.backend {
             Backend::Postgres(url) => {
-                PgConnection::establish(url).map(Db::Pg).map_err(diesel::r2d2::Error::ConnectionError)
+                PgConnection::establish(url).map(Db::Pg).map_err(diesel::r2d2::Error::ConnectionError)?
             }
             Backend::Sqlite(path) => {
                 let mut c = SqliteConnection::establish(path).map_err(diesel::r2d2::Error::ConnectionError)?;
@@ -77,19 +104,48 @@ impl ManageConnection for DbManager {
                     "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
                 )
                 .map_err(diesel::r2d2::Error::QueryError)?;
-                Ok(Db::Sqlite(c))
+                Db::Sqlite(c)
             }
-        }
+        };
+        db.set_instrumentation(CountStatements { count: self.statements.clone(), transaction_sql_next: false });
+        Ok(db)
     }
 
+    /// Not called: the pool does not test connections at checkout (a round trip per request);
+    /// a connection that failed is dropped by [`Self::has_broken`] instead.
     fn is_valid(&self, conn: &mut Db) -> Result<(), Self::Error> {
         diesel::sql_query("SELECT 1").execute(conn).map(|_| ()).map_err(diesel::r2d2::Error::QueryError)
     }
 
     /// A connection handed back while a thread unwinds may hold an open transaction (diesel
-    /// does not roll back on panic): never reuse it.
-    fn has_broken(&self, _conn: &mut Db) -> bool {
-        std::thread::panicking()
+    /// does not roll back on panic), and one whose link failed is useless: neither is reused.
+    fn has_broken(&self, conn: &mut Db) -> bool {
+        std::thread::panicking() || conn.is_broken()
+    }
+}
+
+/// Runs `work` in a write transaction. On SQLite it begins `IMMEDIATE`, taking the write lock
+/// first, so that a transaction never has to upgrade a read lock (which fails under
+/// concurrency instead of waiting).
+pub(crate) fn write_transaction<T, E: From<diesel::result::Error>>(
+    conn: &mut Db,
+    work: impl FnOnce(&mut Db) -> Result<T, E>,
+) -> Result<T, E> {
+    match conn {
+        Db::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
+        Db::Pg(_) => <Db as Connection>::TransactionManager::begin_transaction(conn)?,
+    }
+    match work(conn) {
+        Ok(value) => {
+            <Db as Connection>::TransactionManager::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(e) => {
+            // the work's error is what the caller needs; a failed rollback breaks the connection,
+            // which the pool then drops
+            let _ = <Db as Connection>::TransactionManager::rollback_transaction(conn);
+            Err(e)
+        }
     }
 }
 
@@ -98,6 +154,7 @@ impl ManageConnection for DbManager {
 pub struct Store {
     pub(crate) pool: Pool<DbManager>,
     backend: &'static str,
+    statements: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -111,13 +168,20 @@ impl Store {
     pub fn connect(url: &str, size: u32) -> Result<Self, StoreError> {
         let backend = Backend::from_url(url)?;
         let name = backend.name();
+        let statements = Arc::new(AtomicU64::new(0));
         // SQLite serialises writers anyway; a small pool keeps readers concurrent under WAL.
         let pool = Pool::builder()
             .max_size(size.max(1))
             .connection_timeout(Duration::from_secs(10))
-            .build(DbManager { backend })
+            .test_on_check_out(false)
+            .build(DbManager { backend, statements: statements.clone() })
             .map_err(|e| StoreError::Connect(e.to_string()))?;
-        Ok(Self { pool, backend: name })
+        Ok(Self { pool, backend: name, statements })
+    }
+
+    /// How many statements this store's connections have sent, transactions' own left out.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
     }
 
     /// `sqlite` or `postgres`.
@@ -142,6 +206,36 @@ impl Store {
             }
         };
         applied.map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    /// Applies pending migrations up to and including `version` (the upgrade tests load data
+    /// as an older release wrote it, then migrate the rest of the way).
+    #[doc(hidden)]
+    pub fn migrate_through(&self, version: &str) -> Result<(), StoreError> {
+        fn through<C: MigrationHarness<B>, B: diesel::backend::Backend>(
+            c: &mut C,
+            source: fn() -> EmbeddedMigrations,
+            version: &str,
+        ) -> Result<(), StoreError>
+        where
+            EmbeddedMigrations: diesel::migration::MigrationSource<B>,
+        {
+            let fail = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(e.to_string());
+            while c.has_pending_migration(source()).map_err(fail)? {
+                let applied = c.run_next_migration(source()).map_err(fail)?;
+                // diesel names a version by its digits alone
+                let digits = |v: &str| v.chars().filter(char::is_ascii_digit).collect::<String>();
+                if digits(&applied.to_string()) == digits(version) {
+                    return Ok(());
+                }
+            }
+            Err(StoreError::Migration(format!("no migration {version}")))
+        }
+        let mut conn = self.conn()?;
+        match &mut *conn {
+            Db::Pg(c) => through(c, || POSTGRES_MIGRATIONS, version),
+            Db::Sqlite(c) => through(c, || SQLITE_MIGRATIONS, version),
+        }
     }
 
     /// Readiness: the database answers and no migration is pending.

@@ -45,6 +45,10 @@ pub enum StoreError {
         /// Key of the exception holding it, when the caller may see every exception.
         holder: Option<String>,
     },
+    /// Another exception holds one of these references. The repository turns this into
+    /// [`StoreError::DuplicateExternalRef`] before it returns; it never leaves the crate.
+    #[error("an external reference belongs to another exception")]
+    RefsTaken(Vec<leeway_domain::record::ExternalRef>),
 }
 
 impl StoreError {

@@ -1,15 +1,36 @@
 //! Leeway's storage: one portable diesel schema over SQLite (the embedded default) and
 //! PostgreSQL (production), chosen by the URL scheme, with embedded migrations for each.
 //!
-//! This is the only crate that speaks SQL. Every write runs in one transaction together with
-//! its audit events, its integration events (the outbox) and its idempotency record.
+//! This is the only crate that speaks SQL. An exception is one row; every write runs in one
+//! transaction together with its audit events, which carry the integration events, and its
+//! idempotency record.
+//!
+//! - [`repository`]: get, create, change; the row and its audit head.
+//! - [`list`]: filtered, keyset-paged lists.
+//! - [`facts`]: the places under the covering limits a rule needs, under their locks.
+//! - [`idempotency`]: `Idempotency-Key` replay.
+//! - [`audit`]: the hash chain and the integration events on it.
+//! - [`scheduler`]: claims of due time rules.
+//! - [`seed`]: the batch write path `leeway seed` fills a database through.
 
+mod audit;
+mod columns;
 mod connection;
+mod document;
 mod error;
-mod exceptions;
+mod explain;
+mod facts;
+mod idempotency;
+mod list;
+mod repository;
 mod rows;
+mod scheduler;
 mod schema;
+mod seed;
 
 pub use connection::{Backend, Db, Store};
 pub use error::StoreError;
-pub use exceptions::{CallContext, IdempotencyClaim, ListQuery, Outcome, Page, Sort, StoredResponse, Visibility};
+pub use idempotency::{IDEMPOTENCY_WINDOW_HOURS, IdempotencyClaim, Outcome, StoredResponse};
+pub use list::{ListQuery, Page, Sort, Visibility};
+pub use repository::CallContext;
+pub use seed::{SeedStep, Seeded};

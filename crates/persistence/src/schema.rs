@@ -2,6 +2,7 @@
 //! appear (UUIDs and JSON as `Text`, UTC times as `Timestamp`).
 
 diesel::table! {
+    /// SQLite only: the last key handed out (PostgreSQL uses the `exception_keys` sequence).
     counters (name) {
         name -> Text,
         value -> BigInt,
@@ -53,6 +54,12 @@ diesel::table! {
         pending_expires_at -> Nullable<Timestamp>,
         renewal_justification -> Nullable<Text>,
         approved_level -> Nullable<Text>,
+        controls -> Text,
+        assessments -> Text,
+        approvals -> Text,
+        reviews -> Text,
+        control_checks -> Text,
+        audit_head -> Text,
     }
 }
 
@@ -79,88 +86,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    controls (id) {
-        id -> Text,
-        exception_id -> Text,
-        position -> Integer,
-        description -> Text,
-        kind -> Text,
-        effectiveness -> Text,
-        status -> Text,
-        evidence -> Nullable<Text>,
-        verified_by -> Nullable<Text>,
-        verified_at -> Nullable<Timestamp>,
-        created_at -> Timestamp,
-        check_every_days -> Nullable<Integer>,
-        last_checked_at -> Nullable<Timestamp>,
-    }
-}
-
-diesel::table! {
-    reviews (id) {
-        id -> Text,
-        exception_id -> Text,
-        round -> Integer,
-        reviewer -> Text,
-        reviewed_at -> Timestamp,
-        controls_effective -> Bool,
-        justification_valid -> Bool,
-        better_option_available -> Bool,
-        outcome -> Text,
-        comment -> Nullable<Text>,
-    }
-}
-
-diesel::table! {
-    control_checks (id) {
-        id -> Text,
-        exception_id -> Text,
-        control_id -> Text,
-        result -> Text,
-        evidence -> Text,
-        checker -> Text,
-        checked_at -> Timestamp,
-    }
-}
-
-diesel::table! {
-    assessments (id) {
-        id -> Text,
-        exception_id -> Text,
-        round -> Integer,
-        method -> Text,
-        likelihood -> Nullable<Integer>,
-        impact -> Nullable<Integer>,
-        vector -> Nullable<Text>,
-        inherent_score -> Integer,
-        residual_score -> Integer,
-        rationale -> Text,
-        threat_vectors -> Text,
-        assessed_by -> Text,
-        assessed_at -> Timestamp,
-    }
-}
-
-diesel::table! {
-    approvals (id) {
-        id -> Text,
-        exception_id -> Text,
-        round -> Integer,
-        role -> Text,
-        approver -> Text,
-        comment -> Nullable<Text>,
-        approved_at -> Timestamp,
-        assessment_id -> Text,
-        method -> Text,
-        inherent_score -> Integer,
-        inherent_level -> Text,
-        residual_score -> Integer,
-        residual_level -> Text,
-        superseded -> Bool,
-    }
-}
-
-diesel::table! {
     audit_events (seq) {
         seq -> BigInt,
         exception_id -> Text,
@@ -175,18 +100,8 @@ diesel::table! {
         request_id -> Nullable<Text>,
         prev_hash -> Text,
         hash -> Text,
-    }
-}
-
-diesel::table! {
-    outbox (seq) {
-        seq -> BigInt,
-        id -> Text,
-        event_type -> Text,
-        exception_id -> Text,
-        audit_seq -> BigInt,
-        payload -> Text,
-        created_at -> Timestamp,
+        event_type -> Nullable<Text>,
+        event_id -> Nullable<Text>,
     }
 }
 
@@ -208,11 +123,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     exception_assets,
     exception_control_ids,
     external_refs,
-    controls,
-    assessments,
-    approvals,
-    audit_events,
-    outbox,
-    reviews,
-    control_checks,
+    audit_events
 );

@@ -51,7 +51,10 @@ async fn a_damaged_stored_value_answers_a_500_problem_not_a_dropped_connection()
     let cast = Cast::new(&app);
     let id = app.create(&cast, json!({"controls": control(json!(30))})).await;
     // a value from before the fix (check_every of 2^31 - 1), written behind the API's back
-    app.sql(&format!("UPDATE controls SET check_every_days = 2147483647 WHERE exception_id = '{id}'"));
+    app.sql(&format!(
+        "UPDATE exceptions SET controls = replace(controls, '\"check_every\":30', '\"check_every\":2147483647') \
+         WHERE id = '{id}'"
+    ));
     for path in [format!("/v1/exceptions/{id}"), "/v1/exceptions".to_owned()] {
         let r = app.get(&path, &cast.officer).await;
         problem(&r, 500, "internal");
