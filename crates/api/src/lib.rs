@@ -14,6 +14,7 @@ pub mod error;
 pub mod jobs;
 pub mod middleware;
 pub mod routes;
+pub mod seed;
 pub mod wire;
 
 use actix_web::{App, HttpServer, web};
@@ -76,6 +77,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
+    store: Store,
 }
 
 impl Application {
@@ -102,7 +104,8 @@ impl Application {
         let api = openapi();
         let contract = Contract::from_openapi(&api)?;
         let methods = middleware::Methods::from_openapi(&api);
-        let state = web::Data::new(AppState { store, auth, policy: config.policy.clone(), clock, contract });
+        let state =
+            web::Data::new(AppState { store: store.clone(), auth, policy: config.policy.clone(), clock, contract });
         let listener =
             TcpListener::bind(&config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
@@ -130,12 +133,17 @@ impl Application {
         if let Some(n) = config.workers {
             server = server.workers(n);
         }
-        Ok(Self { port, server: server.run() })
+        Ok(Self { port, server: server.run(), store })
     }
 
     /// The bound port (useful with port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's store (its statement counter is what the statement-count tests read).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Serves until stopped.

@@ -11,5 +11,6 @@ mod intake;
 mod lifecycle;
 mod review;
 mod risk;
+mod statements;
 mod trail;
 mod visibility;
