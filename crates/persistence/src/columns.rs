@@ -157,3 +157,18 @@ impl<T: Serialize + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static> 
         Ok(IsNull::No)
     }
 }
+
+/// As text, the way the column holds it (for the JSON a PostgreSQL function writes from).
+impl<T: TextValue> Serialize for Stored<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_text())
+    }
+}
+
+/// As the text of the document, the way the column holds it.
+impl<T: Serialize + DeserializeOwned> Serialize for Json<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(&self.0).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+}

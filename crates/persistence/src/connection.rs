@@ -155,6 +155,8 @@ pub struct Store {
     pub(crate) pool: Pool<DbManager>,
     backend: &'static str,
     statements: Arc<AtomicU64>,
+    /// Keys reserved for this process, the next last.
+    pub(crate) keys: Arc<std::sync::Mutex<Vec<leeway_domain::ids::ExceptionKey>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -176,7 +178,7 @@ impl Store {
             .test_on_check_out(false)
             .build(DbManager { backend, statements: statements.clone() })
             .map_err(|e| StoreError::Connect(e.to_string()))?;
-        Ok(Self { pool, backend: name, statements })
+        Ok(Self { pool, backend: name, statements, keys: Arc::default() })
     }
 
     /// How many statements this store's connections have sent, transactions' own left out.

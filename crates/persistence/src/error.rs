@@ -49,6 +49,10 @@ pub enum StoreError {
     /// [`StoreError::DuplicateExternalRef`] before it returns; it never leaves the crate.
     #[error("an external reference belongs to another exception")]
     RefsTaken(Vec<leeway_domain::record::ExternalRef>),
+    /// What a change was judged on moved before it was written; the repository judges it
+    /// again. It never leaves the crate.
+    #[error("the exception changed while the change was judged")]
+    Stale,
 }
 
 impl StoreError {

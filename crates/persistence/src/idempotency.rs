@@ -1,16 +1,17 @@
 //! `Idempotency-Key`: the first answer to a request, kept for 24 hours in the same transaction
 //! as the change it answers, and replayed to a retry.
 //!
-//! The key is written last, optimistically: a first request costs one INSERT and no lookup.
-//! When the key turns out to be taken (its INSERT conflicts, or the change is refused because
-//! an earlier request with the key already made it), the transaction is rolled back and the
-//! stored answer decides: the same request replays it, another is refused.
+//! The key is written with the change, optimistically: a first request costs no lookup. When
+//! the key turns out to be taken (its INSERT conflicts, or the change is refused because an
+//! earlier request with the key already made it), nothing was written and the stored answer
+//! decides: the same request replays it, another is refused.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use crate::connection::{Db, Store, write_transaction};
+use crate::facts::Reading;
 use crate::error::StoreError;
 use crate::rows::{IdempotencyRow, naive, utc};
 use crate::schema::idempotency_keys;
@@ -59,6 +60,11 @@ enum Held {
     Answer(StoredResponse),
 }
 
+/// When an answer kept at `created` stops replaying (`None`: beyond the calendar, never).
+fn window_end(created: chrono::NaiveDateTime) -> Option<DateTime<Utc>> {
+    utc(created).checked_add_signed(chrono::Duration::hours(IDEMPOTENCY_WINDOW_HOURS))
+}
+
 fn lookup(conn: &mut Db, claim: &IdempotencyClaim, now: DateTime<Utc>) -> Result<Held, StoreError> {
     let row: Option<IdempotencyRow> = idempotency_keys::table
         .find((&claim.subject, &claim.key))
@@ -67,7 +73,7 @@ fn lookup(conn: &mut Db, claim: &IdempotencyClaim, now: DateTime<Utc>) -> Result
         .optional()?;
     match row {
         None => Ok(Held::Free),
-        Some(r) if utc(r.created_at) + chrono::Duration::hours(IDEMPOTENCY_WINDOW_HOURS) <= now => {
+        Some(r) if window_end(r.created_at).is_some_and(|end| end <= now) => {
             diesel::delete(idempotency_keys::table.find((&claim.subject, &claim.key))).execute(conn)?;
             Ok(Held::Free)
         }
@@ -81,54 +87,74 @@ fn lookup(conn: &mut Db, claim: &IdempotencyClaim, now: DateTime<Utc>) -> Result
     }
 }
 
-fn remember(conn: &mut Db, claim: &IdempotencyClaim, r: StoredResponse, now: DateTime<Utc>) -> Result<(), StoreError> {
-    diesel::insert_into(idempotency_keys::table)
-        .values(IdempotencyRow {
+impl IdempotencyRow {
+    /// The record of `answer` to the request `claim` stands for.
+    pub(crate) fn new(claim: &IdempotencyClaim, answer: StoredResponse, now: DateTime<Utc>) -> Self {
+        Self {
             subject: claim.subject.clone(),
             idem_key: claim.key.clone(),
             request_hash: claim.request_hash.clone(),
-            status: i32::from(r.status),
-            body: r.body,
-            location: r.location,
-            etag: r.etag,
+            status: i32::from(answer.status),
+            body: answer.body,
+            location: answer.location,
+            etag: answer.etag,
             created_at: naive(now),
-        })
-        .execute(conn)?;
-    Ok(())
+        }
+    }
 }
 
 fn is_unique_violation(e: &StoreError) -> bool {
     matches!(e, StoreError::Database(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)))
 }
 
+/// Tries without locks before taking them: on PostgreSQL a change is first judged on plain
+/// reads and written by one statement that refuses if they moved; after this many refusals it
+/// is judged under locks, which always succeeds.
+const OPTIMISTIC_TRIES: u32 = 3;
+
 impl Store {
-    /// Runs `work` in one write transaction and, when a key is claimed, keeps `respond`'s
-    /// answer under it in the same transaction; a retry of the same request replays it.
-    pub(crate) fn write_once<T>(
+    /// Runs one change until it is written, and replays the answer a retry of the same
+    /// request already got.
+    ///
+    /// `attempt` judges the change from what it reads and writes it, with its idempotency
+    /// record when a key is claimed (see [`crate::write`]). On PostgreSQL it first runs with
+    /// [`Reading::Optimistic`] outside any transaction (no `BEGIN`/`COMMIT` round trips);
+    /// after [`OPTIMISTIC_TRIES`] stale tries, in a transaction with [`Reading::Locked`]. On
+    /// SQLite always the latter, in an IMMEDIATE transaction.
+    ///
+    /// When the change fails and a key is claimed, the key decides: the same request already
+    /// answered is replayed (its first try may have moved the state this try was refused
+    /// on), another request under the key is refused, an expired answer is forgotten.
+    pub(crate) fn change<T>(
         &self,
         claim: Option<&IdempotencyClaim>,
         now: DateTime<Utc>,
-        mut work: impl FnMut(&mut Db) -> Result<T, StoreError>,
-        respond: impl Fn(&T) -> StoredResponse,
+        mut attempt: impl FnMut(&mut Db, Reading) -> Result<T, StoreError>,
     ) -> Result<Outcome<T>, StoreError> {
         let mut pooled = self.conn()?;
         let conn: &mut Db = &mut pooled;
-        let Some(claim) = claim else {
-            return write_transaction(conn, |conn| work(conn)).map(Outcome::Done);
-        };
-        // Two tries: an expired answer under the key is forgotten, then the work runs again.
+        let optimistic = matches!(conn, Db::Pg(_));
+        // two rounds: an expired answer under the key is forgotten, then the change runs again
         for _ in 0..2 {
-            let result = write_transaction(conn, |conn| {
-                let value = work(conn)?;
-                remember(conn, claim, respond(&value), now)?;
-                Ok(value)
-            });
-            let refused = match result {
-                Ok(value) => return Ok(Outcome::Done(value)),
-                Err(e) => e,
+            let mut stale = 0;
+            let result = loop {
+                let tried = if optimistic && stale < OPTIMISTIC_TRIES {
+                    attempt(conn, Reading::Optimistic)
+                } else {
+                    write_transaction(conn, |conn| attempt(conn, Reading::Locked))
+                };
+                match tried {
+                    // bounded: under locks only a place freed by the clock can still move
+                    Err(StoreError::Stale) if stale < OPTIMISTIC_TRIES + 5 => stale += 1,
+                    other => break other,
+                }
             };
-            // The key may be taken: by this very request (replay), another request (refuse),
-            // or an expired one (forget it and try again). If it is free, the refusal stands.
+            let refused = match (result, claim) {
+                (Ok(value), _) => return Ok(Outcome::Done(value)),
+                (Err(e), None) => return Err(e),
+                (Err(e), Some(_)) => e,
+            };
+            let Some(claim) = claim else { return Err(refused) };
             match write_transaction(conn, |conn| lookup(conn, claim, now))? {
                 Held::Answer(stored) => return Ok(Outcome::Replayed(stored)),
                 Held::Free if is_unique_violation(&refused) => continue,
@@ -140,7 +166,10 @@ impl Store {
 
     /// Forgets the idempotency keys whose replay window has passed at `now`; returns how many.
     pub fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let before = naive(now - chrono::Duration::hours(IDEMPOTENCY_WINDOW_HOURS));
+        let Some(before) = now.checked_sub_signed(chrono::Duration::hours(IDEMPOTENCY_WINDOW_HOURS)) else {
+            return Ok(0);
+        };
+        let before = naive(before);
         let mut conn = self.conn()?;
         Ok(diesel::delete(idempotency_keys::table.filter(idempotency_keys::created_at.le(before)))
             .execute(&mut conn)?)

@@ -8,7 +8,8 @@
 //! - [`repository`]: get, create, change; the row and its audit head.
 //! - [`list`]: filtered, keyset-paged lists.
 //! - [`facts`]: the places under the covering limits a rule needs, under their locks.
-//! - [`idempotency`]: `Idempotency-Key` replay.
+//! - [`write`]: one change's write, in one statement on PostgreSQL.
+//! - [`idempotency`]: `Idempotency-Key` replay, and the loop that writes a change.
 //! - [`audit`]: the hash chain and the integration events on it.
 //! - [`scheduler`]: claims of due time rules.
 //! - [`seed`]: the batch write path `leeway seed` fills a database through.
@@ -27,6 +28,7 @@ mod rows;
 mod scheduler;
 mod schema;
 mod seed;
+mod write;
 
 pub use connection::{Backend, Db, Store};
 pub use error::StoreError;

@@ -1,16 +1,22 @@
 //! The exception repository: an exception is one row (its children are JSON documents on it),
-//! read by one statement and written back, with its audit and integration events, by a
-//! bounded few in one transaction.
+//! read by one statement and written back, with its audit and integration events and its
+//! idempotency record, by one more (see [`crate::write`]).
+//!
+//! Round trips on PostgreSQL, in the common case:
 //!
 //! | operation | statements |
 //! |---|---|
 //! | get | 1: the row, by key or id |
-//! | create | key, row, events (+ places when it takes a place) (+ idempotency key) |
-//! | change | row locked with its audit head, row, events (+ places) (+ idempotency key) |
+//! | create | 1: the write (+ the places, when it takes a place) (+ a block of keys, one create in 32) |
+//! | change | 2: the row with its audit head, the write (+ the places) |
+//!
+//! A change is judged on reads made without locks and written only if they still hold; a
+//! change that keeps finding them moved is judged again under locks (see
+//! [`Store::change`](crate::connection::Store)). On SQLite the same steps run in one IMMEDIATE
+//! transaction.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use leeway_domain::access::Actor;
 use leeway_domain::audit::{Event, GENESIS};
 use leeway_domain::ids::{ExceptionId, ExceptionKey, ExceptionRef};
@@ -20,10 +26,11 @@ use leeway_domain::workflow::{Change, Facts as DomainFacts};
 use crate::audit;
 use crate::connection::{Db, Store};
 use crate::error::StoreError;
-use crate::facts::Facts;
+use crate::facts::{Facts, Reading};
 use crate::idempotency::{IdempotencyClaim, Outcome, StoredResponse};
-use crate::rows::{AuditRow, ExceptionRow};
+use crate::rows::{AuditRow, ExceptionRow, IdempotencyRow};
 use crate::schema::{audit_events, exceptions, external_refs};
+use crate::write::{Write, write};
 
 /// Who is writing, for the audit trail.
 #[derive(Debug, Clone, Copy)]
@@ -67,14 +74,19 @@ pub(crate) fn load(conn: &mut Db, target: ExceptionRef) -> Result<Exception, Sto
     row.ok_or(StoreError::NotFound)?.into_domain()
 }
 
-/// The exception `target` names with its audit head, locked for the rest of the transaction
-/// (on SQLite the transaction already holds the write lock), in one statement. The head is
-/// read from the locked row version, so a writer queued behind another chains onto its events.
-pub(crate) fn lock(conn: &mut Db, target: ExceptionRef) -> Result<Locked, StoreError> {
+/// The exception `target` names with its audit head, in one statement. With
+/// [`Reading::Locked`] the row is locked for the rest of the transaction (on SQLite the
+/// transaction already holds the write lock), so a writer queued behind another chains onto
+/// its events; without, the write checks that the row is still at the version read.
+pub(crate) fn lock(conn: &mut Db, target: ExceptionRef, reading: Reading) -> Result<Locked, StoreError> {
     let row: Option<(ExceptionRow, String)> = match conn {
-        Db::Pg(pg) => by_target!(target, |q| q
+        Db::Pg(pg) if reading == Reading::Locked => by_target!(target, |q| q
             .select((ExceptionRow::as_select(), exceptions::audit_head))
             .for_update()
+            .first(pg)
+            .optional()?),
+        Db::Pg(pg) => by_target!(target, |q| q
+            .select((ExceptionRow::as_select(), exceptions::audit_head))
             .first(pg)
             .optional()?),
         Db::Sqlite(lite) => by_target!(target, |q| q
@@ -86,51 +98,44 @@ pub(crate) fn lock(conn: &mut Db, target: ExceptionRef) -> Result<Locked, StoreE
     Ok(Locked { exception: row.into_domain()?, head })
 }
 
-/// Writes a new exception's row and its events; the external references it holds are
-/// claimed by the row's trigger.
-fn insert(conn: &mut Db, ctx: &CallContext<'_>, change: &Change) -> Result<(), StoreError> {
-    let e = &change.after;
-    let (events, head) = audit::chain(ctx.actor, ctx.request_id, e, e.updated_at, GENESIS, &change.happened)?;
-    diesel::insert_into(exceptions::table)
-        .values((ExceptionRow::from_domain(e)?, exceptions::audit_head.eq(head)))
-        .execute(conn)
-        .map_err(|err| refs_taken(err, &e.fields.external_refs))?;
-    audit::insert(conn, &events)
-}
-
-/// Saves a changed exception: its row (with the new audit head), then its events. A change in
-/// which nothing happened writes nothing.
+/// Saves a change to a loaded exception: its row (with the new audit head, only if still at
+/// the version loaded), its events, the idempotency record. A change in which nothing
+/// happened writes only the idempotency record.
 pub(crate) fn save(
     conn: &mut Db,
     ctx: &CallContext<'_>,
     locked: &Locked,
     change: Change,
+    facts: Option<crate::write::PlacesSeen>,
+    idempotency: Option<IdempotencyRow>,
 ) -> Result<Exception, StoreError> {
     let Change { after, happened } = change;
-    if happened.is_empty() {
-        return Ok(after);
-    }
-    // stamped with the change's moment (a write queued behind a later one acts then)
-    let (events, head) = audit::chain(ctx.actor, ctx.request_id, &after, after.updated_at, &locked.head, &happened)?;
-    diesel::update(exceptions::table.filter(exceptions::id.eq(after.id.0.to_string())))
-        .set((ExceptionRow::from_domain(&after)?, exceptions::audit_head.eq(head)))
-        .execute(conn)
-        .map_err(|err| refs_taken(err, &after.fields.external_refs))?;
-    audit::insert(conn, &events)?;
-    Ok(after)
-}
-
-/// A unique violation on `external_refs` (raised by the row's trigger) means another
-/// exception holds one of `refs`; which one is found after the transaction rolled back.
-fn refs_taken(err: DieselError, refs: &[ExternalRef]) -> StoreError {
-    match &err {
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
-            if info.table_name() == Some("external_refs") || info.message().contains("external_refs.") =>
-        {
-            StoreError::RefsTaken(refs.to_vec())
+    let version = i64::try_from(locked.exception.version).map_err(StoreError::corrupt)?;
+    let row = if happened.is_empty() {
+        if idempotency.is_none() {
+            return Ok(after);
         }
-        _ => StoreError::Database(err),
-    }
+        (None, Vec::new())
+    } else {
+        // stamped with the change's moment (a write queued behind a later one acts then)
+        let (events, head) =
+            audit::chain(ctx.actor, ctx.request_id, &after, after.updated_at, &locked.head, &happened)?;
+        (Some((ExceptionRow::from_domain(&after)?, head)), events)
+    };
+    let (row, events) = row;
+    write(
+        conn,
+        &Write {
+            row,
+            insert: false,
+            version,
+            events,
+            idempotency,
+            places: facts,
+            refs: &after.fields.external_refs,
+        },
+    )?;
+    Ok(after)
 }
 
 impl Store {
@@ -142,24 +147,33 @@ impl Store {
         build: impl Fn(ExceptionKey, &mut dyn DomainFacts) -> Result<Change, StoreError>,
         respond: impl Fn(&Exception) -> StoredResponse,
     ) -> Result<Outcome<Exception>, StoreError> {
-        let written = self.write_once(
-            idem,
-            ctx.now,
-            |conn| {
-                let key = next_key(conn)?;
-                // the facts a submit needs read other rows only; this one is not written yet
-                let change = Facts::new(conn).run(|f| build(key, f))?;
-                insert(conn, &ctx, &change)?;
-                Ok(change.after)
-            },
-            respond,
-        );
+        let key = self.next_key()?;
+        let written = self.change(idem, ctx.now, |conn, reading| {
+            let mut facts = Facts::new(conn, reading);
+            let change = facts.run(|f| build(key, f))?;
+            let seen = facts.seen();
+            let e = change.after;
+            let (events, head) = audit::chain(ctx.actor, ctx.request_id, &e, e.updated_at, GENESIS, &change.happened)?;
+            write(
+                conn,
+                &Write {
+                    row: Some((ExceptionRow::from_domain(&e)?, head)),
+                    insert: true,
+                    version: 0,
+                    events,
+                    idempotency: idem.map(|c| IdempotencyRow::new(c, respond(&e), ctx.now)),
+                    places: seen,
+                    refs: &e.fields.external_refs,
+                },
+            )?;
+            Ok(e)
+        });
         self.name_holder(written, ctx.actor)
     }
 
-    /// Loads the exception under a write lock, applies `op`, and saves what changed with its
-    /// audit and integration events. `if_match` guards against lost updates. `op` may ask
-    /// the database for facts (limits, repeats) through [`Facts`], in the same transaction.
+    /// Loads the exception, applies `op`, and saves what changed with its audit and
+    /// integration events. `if_match` guards against lost updates. `op` may ask the database
+    /// for facts (limits, repeats) through [`Facts`].
     pub fn mutate(
         &self,
         ctx: CallContext<'_>,
@@ -169,25 +183,23 @@ impl Store {
         op: impl Fn(&Exception, &mut dyn DomainFacts) -> Result<Change, StoreError>,
         respond: impl Fn(&Exception) -> StoredResponse,
     ) -> Result<Outcome<Exception>, StoreError> {
-        let written = self.write_once(
-            idem,
-            ctx.now,
-            |conn| {
-                let locked = lock(conn, target)?;
-                let before = &locked.exception;
-                if !ctx.actor.can_see(before) {
-                    return Err(StoreError::NotFound);
-                }
-                if let Some(v) = if_match
-                    && v != before.version
-                {
-                    return Err(StoreError::PreconditionFailed { current: before.version });
-                }
-                let change = Facts::new(conn).run(|f| op(before, f))?;
-                save(conn, &ctx, &locked, change)
-            },
-            respond,
-        );
+        let written = self.change(idem, ctx.now, |conn, reading| {
+            let locked = lock(conn, target, reading)?;
+            let before = &locked.exception;
+            if !ctx.actor.can_see(before) {
+                return Err(StoreError::NotFound);
+            }
+            if let Some(v) = if_match
+                && v != before.version
+            {
+                return Err(StoreError::PreconditionFailed { current: before.version });
+            }
+            let mut facts = Facts::new(conn, reading);
+            let change = facts.run(|f| op(before, f))?;
+            let seen = facts.seen();
+            let idempotency = idem.map(|c| IdempotencyRow::new(c, respond(&change.after), ctx.now));
+            save(conn, &ctx, &locked, change, seen, idempotency)
+        });
         self.name_holder(written, ctx.actor)
     }
 
@@ -250,22 +262,20 @@ fn duplicate(r: &ExternalRef, holder: Option<i64>, actor: &Actor) -> StoreError 
     }
 }
 
-/// The next key: from a sequence on PostgreSQL (never blocks a concurrent create; a rolled
-/// back create leaves a gap), from the counter row on SQLite (whose one writer holds the lock
-/// anyway).
-fn next_key(conn: &mut Db) -> Result<ExceptionKey, StoreError> {
-    #[derive(QueryableByName)]
-    struct Next {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        key: i64,
+/// Keys handed out per trip to the database: a create costs no round trip for its key but
+/// one create in this many. A key taken by a create that then failed is a gap, and on several
+/// nodes keys interleave: keys are unique and increase over time, not dense (docs/DECISIONS.md).
+pub(crate) const KEY_BLOCK: u32 = 32;
+
+impl Store {
+    /// The next key from this process's block, taking a new block when it runs out.
+    fn next_key(&self) -> Result<ExceptionKey, StoreError> {
+        let mut block = self.keys.lock().map_err(|_| StoreError::corrupt("the key block lock is poisoned"))?;
+        if block.is_empty() {
+            let mut fresh = self.reserve_keys(KEY_BLOCK)?;
+            fresh.reverse();
+            *block = fresh;
+        }
+        block.pop().ok_or_else(|| StoreError::corrupt("an empty block of keys"))
     }
-    let n = match conn {
-        Db::Pg(pg) => diesel::sql_query("SELECT nextval('exception_keys') AS key").get_result::<Next>(pg)?,
-        Db::Sqlite(lite) => diesel::sql_query(
-            "UPDATE counters SET value = value + 1 WHERE name = 'exception_key' RETURNING value AS key",
-        )
-        .get_result::<Next>(lite)?,
-    }
-    .key;
-    u64::try_from(n).ok().and_then(ExceptionKey::new).ok_or_else(|| StoreError::corrupt(format!("key sequence at {n}")))
 }

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
+use serde::Serialize;
 use leeway_domain::audit::{Entry, Event};
 use leeway_domain::ids::{ExceptionId, ExceptionKey, Subject};
 use leeway_domain::kinds::{Category, Level, Priority, Reason, Status};
@@ -12,8 +13,11 @@ use crate::document::{StoredApproval, StoredAssessment, StoredCheck, StoredContr
 use crate::error::StoreError;
 use crate::schema::*;
 
+/// A moment as stored: UTC, to the microsecond (PostgreSQL's precision; SQLite keeps the same),
+/// truncated the same way whichever path writes it.
 pub(crate) fn naive(t: DateTime<Utc>) -> NaiveDateTime {
-    t.naive_utc()
+    use chrono::SubsecRound;
+    t.naive_utc().trunc_subsecs(6)
 }
 
 pub(crate) fn utc(t: NaiveDateTime) -> DateTime<Utc> {
@@ -35,7 +39,7 @@ fn children<S, T>(stored: Vec<S>, convert: impl Fn(S) -> Result<T, StoreError>) 
 
 /// An exception's row: the whole aggregate. `None` is written as NULL, both on update and on
 /// insert (so that SQLite takes many rows in one INSERT).
-#[derive(Queryable, Selectable, Insertable, AsChangeset, Debug, Clone)]
+#[derive(Queryable, Selectable, Insertable, AsChangeset, Serialize, Debug, Clone)]
 #[diesel(table_name = exceptions, treat_none_as_null = true, treat_none_as_default_value = false)]
 pub(crate) struct ExceptionRow {
     pub id: Stored<ExceptionId>,
@@ -247,7 +251,7 @@ impl AuditRow {
 
 /// An audit event to append, with its integration event's type and id when it has one.
 /// `None` is written as NULL, so that SQLite takes many rows in one INSERT.
-#[derive(Insertable, Debug)]
+#[derive(Insertable, Serialize, Debug)]
 #[diesel(table_name = audit_events, treat_none_as_default_value = false)]
 pub(crate) struct NewAuditRow {
     pub exception_id: String,
@@ -294,7 +298,7 @@ impl NewAuditRow {
     }
 }
 
-#[derive(Queryable, Selectable, Insertable, Debug)]
+#[derive(Queryable, Selectable, Insertable, Serialize, Debug)]
 #[diesel(table_name = idempotency_keys)]
 pub(crate) struct IdempotencyRow {
     pub subject: String,

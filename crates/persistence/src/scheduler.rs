@@ -12,6 +12,7 @@ use leeway_domain::workflow::Change;
 
 use crate::connection::{Db, Store, write_transaction};
 use crate::error::StoreError;
+use crate::facts::Reading;
 use crate::repository::{CallContext, Locked, lock, save};
 use crate::rows::{ExceptionRow, naive};
 use crate::schema::exceptions;
@@ -100,7 +101,7 @@ fn apply_one(
             Claimed::Loaded(l) => *l,
             Claimed::Id(id) => {
                 let id = uuid::Uuid::parse_str(&id).map_err(StoreError::corrupt)?;
-                lock(conn, ExceptionRef::Id(ExceptionId(id)))?
+                lock(conn, ExceptionRef::Id(ExceptionId(id)), Reading::Locked)?
             }
         };
         let change = work(&locked.exception)?;
@@ -110,7 +111,7 @@ fn apply_one(
                 .set(exceptions::next_due_at.eq(change.after.next_due_at.map(naive)))
                 .execute(conn)?;
         } else {
-            save(conn, ctx, &locked, change)?;
+            save(conn, ctx, &locked, change, None, None)?;
         }
         Ok(())
     });

@@ -78,6 +78,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    exception_pairs (asset, control_id, key_num) {
+        asset -> Text,
+        control_id -> Text,
+        key_num -> BigInt,
+        exception_id -> Text,
+    }
+}
+
+diesel::table! {
     external_refs (system, ext_id) {
         system -> Text,
         ext_id -> Text,

@@ -1,9 +1,9 @@
 -- Back to one table per child. The JSON arrays are not split back into rows: restore a backup
 -- taken before the upgrade to keep them.
-DROP FUNCTION leeway_places(TEXT, TEXT[], TEXT[], TEXT, BOOLEAN, TIMESTAMP, TIMESTAMP);
-DROP INDEX exceptions_level_created;
+DROP FUNCTION leeway_write(JSON, BOOLEAN, BIGINT, JSON, JSON, BIGINT[], TEXT, TEXT, TEXT[], TEXT[], TEXT, BOOLEAN, TIMESTAMP, TIMESTAMP);
+DROP FUNCTION leeway_places_seen(TEXT, TEXT[], TEXT[], TEXT, BOOLEAN, TIMESTAMP, TIMESTAMP);
+DROP FUNCTION leeway_places(TEXT, BIGINT[], TEXT[], TEXT[], TEXT, BOOLEAN, TIMESTAMP, TIMESTAMP);
 CREATE INDEX exceptions_level_id ON exceptions (residual_level, id);
-DROP INDEX exceptions_category_created;
 CREATE INDEX exceptions_category_id ON exceptions (category, id);
 DROP INDEX exceptions_on_behalf_of_created;
 CREATE INDEX exceptions_on_behalf_of_id ON exceptions (on_behalf_of, id);
@@ -14,7 +14,6 @@ CREATE INDEX exceptions_requester_id ON exceptions (requester, id);
 DROP INDEX exceptions_bu_created;
 CREATE INDEX exceptions_bu_id ON exceptions (business_unit, id);
 DROP INDEX exceptions_status_expires;
-DROP INDEX exceptions_status_updated;
 DROP INDEX exceptions_status_created;
 CREATE INDEX exceptions_status_id ON exceptions (status, id);
 ALTER TABLE exceptions DROP COLUMN audit_head;
@@ -36,6 +35,7 @@ DROP INDEX audit_events_event_id;
 ALTER TABLE audit_events DROP COLUMN event_type, DROP COLUMN event_id;
 DROP TRIGGER exceptions_sync_index ON exceptions;
 DROP FUNCTION exceptions_sync_index();
+DROP TABLE exception_pairs;
 CREATE TABLE controls (id TEXT PRIMARY KEY NOT NULL, exception_id TEXT NOT NULL REFERENCES exceptions (id),
     position INTEGER NOT NULL, description TEXT NOT NULL, kind TEXT NOT NULL, effectiveness TEXT NOT NULL,
     status TEXT NOT NULL, evidence TEXT, verified_by TEXT, verified_at TIMESTAMP, created_at TIMESTAMP NOT NULL,

@@ -1,8 +1,6 @@
 -- Back to one table per child. The JSON arrays are not split back into rows: restore a backup
 -- taken before the upgrade to keep them.
-DROP INDEX exceptions_level_created;
 CREATE INDEX exceptions_level_id ON exceptions (residual_level, id);
-DROP INDEX exceptions_category_created;
 CREATE INDEX exceptions_category_id ON exceptions (category, id);
 DROP INDEX exceptions_on_behalf_of_created;
 CREATE INDEX exceptions_on_behalf_of_id ON exceptions (on_behalf_of, id);
@@ -13,7 +11,6 @@ CREATE INDEX exceptions_requester_id ON exceptions (requester, id);
 DROP INDEX exceptions_bu_created;
 CREATE INDEX exceptions_bu_id ON exceptions (business_unit, id);
 DROP INDEX exceptions_status_expires;
-DROP INDEX exceptions_status_updated;
 DROP INDEX exceptions_status_created;
 CREATE INDEX exceptions_status_id ON exceptions (status, id);
 ALTER TABLE exceptions DROP COLUMN audit_head;
@@ -34,6 +31,8 @@ DROP INDEX audit_events_event_id;
 ALTER TABLE audit_events DROP COLUMN event_type;
 ALTER TABLE audit_events DROP COLUMN event_id;
 DROP TRIGGER exceptions_index_external_refs;
+DROP TRIGGER exceptions_index_pairs;
+DROP TABLE exception_pairs;
 DROP TRIGGER exceptions_index_control_ids;
 DROP TRIGGER exceptions_index_assets;
 DROP TRIGGER exceptions_index_insert;
