@@ -17,7 +17,7 @@ pub mod routes;
 pub mod seed;
 pub mod wire;
 
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpResponse, HttpServer, web};
 use std::net::TcpListener;
 use std::sync::Arc;
 use utoipa::OpenApi;
@@ -104,6 +104,10 @@ impl Application {
         let api = openapi();
         let contract = Contract::from_openapi(&api)?;
         let methods = middleware::Methods::from_openapi(&api);
+        // the document is served as the bytes it serializes to, shared by every worker: the
+        // structure itself is dropped here (a copy per worker cost megabytes of memory)
+        let document = web::Bytes::from(api.to_json().map_err(|e| e.to_string())?);
+        drop(api);
         let state =
             web::Data::new(AppState { store: store.clone(), auth, policy: config.policy.clone(), clock, contract });
         let listener =
@@ -121,9 +125,15 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(middleware::limit_head))
                 .wrap(actix_web::middleware::from_fn(middleware::request_id))
                 .service(web::redirect("/docs", "/docs/"))
+                .service(web::resource("/openapi.json").route(web::get().to({
+                    let document = document.clone();
+                    move || {
+                        let document = document.clone();
+                        async move { HttpResponse::Ok().content_type("application/json").body(document) }
+                    }
+                })))
                 .service(
                     SwaggerUi::new("/docs/{_:.*}")
-                        .url("/openapi.json", api.clone())
                         .config(utoipa_swagger_ui::Config::new(["/openapi.json"]).validator_url("none")),
                 )
                 .default_service(web::to(middleware::unmatched))
@@ -133,6 +143,7 @@ impl Application {
         if let Some(n) = config.workers {
             server = server.workers(n);
         }
+
         Ok(Self { port, server: server.run(), store })
     }
 

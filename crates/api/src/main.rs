@@ -160,6 +160,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     }
                 })
                 .map_err(|e| e.to_string())?;
+            store.analyze().map_err(|e| e.to_string())?;
             let statuses: Vec<String> = report.by_status.iter().map(|(s, n)| format!("{s} {n}")).collect();
             println!(
                 "{} exception(s) and {} audit event(s) seeded on {} in {:.1} s: {}",

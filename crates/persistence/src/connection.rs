@@ -99,9 +99,12 @@ impl ManageConnection for DbManager {
             }
             Backend::Sqlite(path) => {
                 let mut c = SqliteConnection::establish(path).map_err(diesel::r2d2::Error::ConnectionError)?;
-                // busy_timeout first, so that parallel pool start-up waits instead of failing.
+                // busy_timeout first, so that parallel pool start-up waits instead of failing;
+                // `optimize` gathers the statistics the planner needs to pick the selective
+                // index (the request's asset, not every live exception), within a bounded cost
                 c.batch_execute(
-                    "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                    "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002;",
                 )
                 .map_err(diesel::r2d2::Error::QueryError)?;
                 Db::Sqlite(c)
@@ -124,27 +127,40 @@ impl ManageConnection for DbManager {
     }
 }
 
-/// Runs `work` in a write transaction. On SQLite it begins `IMMEDIATE`, taking the write lock
-/// first, so that a transaction never has to upgrade a read lock (which fails under
-/// concurrency instead of waiting).
-pub(crate) fn write_transaction<T, E: From<diesel::result::Error>>(
-    conn: &mut Db,
-    work: impl FnOnce(&mut Db) -> Result<T, E>,
-) -> Result<T, E> {
-    match conn {
-        Db::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
-        Db::Pg(_) => <Db as Connection>::TransactionManager::begin_transaction(conn)?,
-    }
-    match work(conn) {
-        Ok(value) => {
-            <Db as Connection>::TransactionManager::commit_transaction(conn)?;
-            Ok(value)
-        }
-        Err(e) => {
-            // the work's error is what the caller needs; a failed rollback breaks the connection,
-            // which the pool then drops
-            let _ = <Db as Connection>::TransactionManager::rollback_transaction(conn);
-            Err(e)
+impl Store {
+    /// Runs `work` in a write transaction. On SQLite, the process's writers first queue on
+    /// one mutex (SQLite has one writer; a queue beats the busy handler's sleeps), then the
+    /// transaction begins `IMMEDIATE`, taking the write lock first, so that it never has to
+    /// upgrade a read lock (which fails under concurrency instead of waiting). Another
+    /// process writing the same file (`leeway jobs run-once` from cron) is waited for by the
+    /// busy timeout.
+    pub(crate) fn write_transaction<T, E: From<diesel::result::Error>>(
+        &self,
+        conn: &mut Db,
+        work: impl FnOnce(&mut Db) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let _writer = match conn {
+            Db::Sqlite(c) => {
+                let queued = self.sqlite_writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?;
+                Some(queued)
+            }
+            Db::Pg(_) => {
+                <Db as Connection>::TransactionManager::begin_transaction(conn)?;
+                None
+            }
+        };
+        match work(conn) {
+            Ok(value) => {
+                <Db as Connection>::TransactionManager::commit_transaction(conn)?;
+                Ok(value)
+            }
+            Err(e) => {
+                // the work's error is what the caller needs; a failed rollback breaks the
+                // connection, which the pool then drops
+                let _ = <Db as Connection>::TransactionManager::rollback_transaction(conn);
+                Err(e)
+            }
         }
     }
 }
@@ -157,6 +173,8 @@ pub struct Store {
     statements: Arc<AtomicU64>,
     /// Keys reserved for this process, the next last.
     pub(crate) keys: Arc<std::sync::Mutex<Vec<leeway_domain::ids::ExceptionKey>>>,
+    /// SQLite's writers queue here (see [`Store::write_transaction`]).
+    sqlite_writer: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -178,7 +196,7 @@ impl Store {
             .test_on_check_out(false)
             .build(DbManager { backend, statements: statements.clone() })
             .map_err(|e| StoreError::Connect(e.to_string()))?;
-        Ok(Self { pool, backend: name, statements, keys: Arc::default() })
+        Ok(Self { pool, backend: name, statements, keys: Arc::default(), sqlite_writer: Arc::default() })
     }
 
     /// How many statements this store's connections have sent, transactions' own left out.

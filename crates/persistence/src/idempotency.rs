@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
-use crate::connection::{Db, Store, write_transaction};
-use crate::facts::Reading;
+use crate::connection::{Db, Store};
 use crate::error::StoreError;
+use crate::facts::Reading;
 use crate::rows::{IdempotencyRow, naive, utc};
 use crate::schema::idempotency_keys;
 
@@ -141,7 +141,7 @@ impl Store {
                 let tried = if optimistic && stale < OPTIMISTIC_TRIES {
                     attempt(conn, Reading::Optimistic)
                 } else {
-                    write_transaction(conn, |conn| attempt(conn, Reading::Locked))
+                    self.write_transaction(conn, |conn| attempt(conn, Reading::Locked))
                 };
                 match tried {
                     // bounded: under locks only a place freed by the clock can still move
@@ -155,7 +155,7 @@ impl Store {
                 (Err(e), Some(_)) => e,
             };
             let Some(claim) = claim else { return Err(refused) };
-            match write_transaction(conn, |conn| lookup(conn, claim, now))? {
+            match self.write_transaction(conn, |conn| lookup(conn, claim, now))? {
                 Held::Answer(stored) => return Ok(Outcome::Replayed(stored)),
                 Held::Free if is_unique_violation(&refused) => continue,
                 Held::Free => return Err(refused),

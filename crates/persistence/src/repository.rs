@@ -125,15 +125,7 @@ pub(crate) fn save(
     let (row, events) = row;
     write(
         conn,
-        &Write {
-            row,
-            insert: false,
-            version,
-            events,
-            idempotency,
-            places: facts,
-            refs: &after.fields.external_refs,
-        },
+        &Write { row, insert: false, version, events, idempotency, places: facts, refs: &after.fields.external_refs },
     )?;
     Ok(after)
 }

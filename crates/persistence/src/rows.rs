@@ -2,11 +2,11 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use serde::Serialize;
 use leeway_domain::audit::{Entry, Event};
 use leeway_domain::ids::{ExceptionId, ExceptionKey, Subject};
 use leeway_domain::kinds::{Category, Level, Priority, Reason, Status};
 use leeway_domain::record::{Exception, ExternalRef, Fields, Record};
+use serde::Serialize;
 
 use crate::columns::{Json, Stored};
 use crate::document::{StoredApproval, StoredAssessment, StoredCheck, StoredControl, StoredReview};

@@ -10,7 +10,7 @@ use leeway_domain::ids::{ExceptionId, ExceptionRef};
 use leeway_domain::record::Exception;
 use leeway_domain::workflow::Change;
 
-use crate::connection::{Db, Store, write_transaction};
+use crate::connection::{Db, Store};
 use crate::error::StoreError;
 use crate::facts::Reading;
 use crate::repository::{CallContext, Locked, lock, save};
@@ -37,7 +37,7 @@ impl Store {
         let conn: &mut Db = &mut pooled;
         let now = naive(ctx.now);
         let run = |conn: &mut Db, careful: bool| {
-            write_transaction(conn, |conn| {
+            self.write_transaction(conn, |conn| {
                 let claimed = if careful { claim_ids(conn, now, batch)? } else { claim(conn, now, batch)? };
                 let n = claimed.len();
                 for c in claimed {

@@ -10,7 +10,7 @@ use leeway_domain::ids::ExceptionKey;
 use leeway_domain::record::{Exception, Happening};
 
 use crate::audit;
-use crate::connection::{Db, Store, write_transaction};
+use crate::connection::{Db, Store};
 use crate::error::StoreError;
 use crate::rows::ExceptionRow;
 use crate::schema::exceptions;
@@ -75,6 +75,19 @@ impl Store {
         Ok(keys)
     }
 
+    /// Readies the tables after a bulk load, before anyone waits for autovacuum: `VACUUM
+    /// ANALYZE` on PostgreSQL (fresh statistics, the text index's pending entries merged, the
+    /// visibility map set), `ANALYZE` on SQLite.
+    pub fn analyze(&self) -> Result<(), StoreError> {
+        use diesel::connection::SimpleConnection;
+        let mut conn = self.conn()?;
+        match &mut *conn {
+            Db::Pg(pg) => pg.batch_execute("VACUUM (ANALYZE)")?,
+            Db::Sqlite(lite) => lite.batch_execute("PRAGMA analysis_limit = 0; ANALYZE")?,
+        }
+        Ok(())
+    }
+
     /// Writes `batch` in one transaction: the rows with a multi-row INSERT per
     /// [`EXCEPTION_ROWS_PER_INSERT`], their audit events likewise. Returns how many events.
     pub fn insert_seeded(&self, batch: &[Seeded]) -> Result<usize, StoreError> {
@@ -91,7 +104,7 @@ impl Store {
             rows.push((ExceptionRow::from_domain(e)?, exceptions::audit_head.eq(head)));
         }
         let mut conn = self.conn()?;
-        write_transaction(&mut conn, |conn| {
+        self.write_transaction(&mut conn, |conn| {
             for chunk in rows.chunks(EXCEPTION_ROWS_PER_INSERT) {
                 match conn {
                     Db::Pg(pg) => diesel::insert_into(exceptions::table).values(chunk).execute(pg)?,

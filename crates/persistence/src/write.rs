@@ -121,9 +121,7 @@ pub(crate) fn write(conn: &mut Db, w: &Write<'_>) -> Result<(), StoreError> {
         Db::Sqlite(_) => {
             if let Some((row, head)) = &w.row {
                 let written = if w.insert {
-                    diesel::insert_into(exceptions::table)
-                        .values((row, exceptions::audit_head.eq(head)))
-                        .execute(conn)
+                    diesel::insert_into(exceptions::table).values((row, exceptions::audit_head.eq(head))).execute(conn)
                 } else {
                     diesel::update(
                         exceptions::table.filter(exceptions::id.eq(&row.id)).filter(exceptions::version.eq(w.version)),

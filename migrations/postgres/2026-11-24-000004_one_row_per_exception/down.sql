@@ -13,6 +13,7 @@ DROP INDEX exceptions_requester_created;
 CREATE INDEX exceptions_requester_id ON exceptions (requester, id);
 DROP INDEX exceptions_bu_created;
 CREATE INDEX exceptions_bu_id ON exceptions (business_unit, id);
+DROP INDEX exceptions_live_created;
 DROP INDEX exceptions_status_expires;
 DROP INDEX exceptions_status_created;
 CREATE INDEX exceptions_status_id ON exceptions (status, id);

@@ -63,7 +63,7 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body() 
     // 24 hours later the key is forgotten and the same request creates anew
     app.clock.advance(chrono::Duration::hours(24));
     let later = app.send("POST", "/v1/exceptions", Some(&cast.requester), Some(&body), &key).await;
-    assert_eq!(later.status, 201);
+    assert_eq!(later.status, 201, "{}", later.body);
     assert_ne!(later.body["id"], first.body["id"]);
     assert!(later.header("idempotent-replayed").is_none());
     // the scheduler forgets the other expired keys (bob2's create and the submit); the key

@@ -9,6 +9,7 @@ mod governance;
 mod hardening;
 mod intake;
 mod lifecycle;
+mod plans;
 mod review;
 mod risk;
 mod statements;
