@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Leeway's throughput next to what PostgreSQL itself does for the same work, in one run.
 #
-#   bench/load.sh                 # both backends, DURATION seconds per measurement (default 10)
-#   BACKENDS=postgres bench/load.sh
+#   bench/load.sh                    # both backends, DURATION seconds per measurement (default 10)
+#   BACKENDS=postgres bench/load.sh  # one backend
+#   SEED=100000 bench/load.sh        # exceptions seeded before measuring (default 20000)
 #
-# 1. Ceilings: pgbench (8 clients, 2 threads) on the same PostgreSQL server runs the bare work
-#    behind each scenario: a 1-row INSERT, a SELECT by unique key, a page of 10 by index.
-# 2. Leeway: a release `leeway serve` on a fresh database of each backend, driven over
-#    loopback by wrk (2 threads, 8 connections): create + submit, GET by key, a list page of 10
-#    filtered by status, and more.
-# 3. Ceilings again. Each scenario is printed as a ratio to the mean of the two ceiling runs,
-#    with p50/p99 and the server's peak RSS. The machine is shared: only ratios from one run
-#    mean anything.
+# 1. Two PostgreSQL databases get Leeway's schema and the same `leeway seed` data: one for
+#    the ceilings, one for Leeway.
+# 2. Ceilings: pgbench (8 clients, 2 threads) runs the bare work behind each scenario on the
+#    ceiling database: a 1-row INSERT of an exception row, a SELECT of one row by key, a page
+#    of 10 rows by index. Same tables, same indexes and triggers, same rows: what PostgreSQL
+#    itself does for the same work.
+# 3. Leeway: a release `leeway serve` on the seeded database of each backend, driven over
+#    loopback by wrk (2 threads, 8 connections): create + submit, GET by key, list pages.
+# 4. Ceilings again. Each scenario is printed as a ratio to the mean of the two ceiling runs,
+#    with p50/p99 and the server's peak RSS. The machine is shared and noisy: only ratios
+#    from one run mean anything.
 #
 # Needs wrk and pgbench (Debian packages wrk and postgresql-client) and a PostgreSQL server
 # (BENCH_PG_URL, default postgres://postgres@127.0.0.1:5432) where it may create databases.
@@ -21,9 +25,11 @@ for tool in wrk pgbench psql curl; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y wrk postgresql-client curl)" >&2; exit 1; }
 done
 DURATION="${DURATION:-10}"
+SEED="${SEED:-20000}"
 PG="${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}"
 BACKENDS="${BACKENDS:-sqlite postgres}"
 PORT="${PORT:-18181}"
+BIN="${BIN:-target/release/leeway}"
 work=$(mktemp -d)
 pid=""
 cleanup() {
@@ -33,30 +39,33 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build -q --release --bin leeway
-bin=target/release/leeway
+[ "$BIN" = target/release/leeway ] && cargo build -q --release --bin leeway
+export LEEWAY_JWT_SECRET="bench-secret-bench-secret-bench-secret-0123" LEEWAY_LOG=warn LEEWAY_JOBS_INTERVAL_SECONDS=0
+
+fresh_pg() { # name: a database with Leeway's schema and the seeded data
+  psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1" 2>/dev/null
+  LEEWAY_DATABASE_URL="$PG/$1" "$BIN" seed --exceptions "$SEED" >/dev/null 2>&1
+  psql -q "$PG/$1" -c "VACUUM ANALYZE"
+}
 
 # --- ceilings ---------------------------------------------------------------------------
-psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS leeway_bench_ceiling WITH (FORCE)" -c "CREATE DATABASE leeway_bench_ceiling"
-psql -q "$PG/leeway_bench_ceiling" <<'SQL'
-CREATE TABLE rows (id bigserial PRIMARY KEY, key_num bigint UNIQUE, status text NOT NULL,
-                   created_at timestamp NOT NULL, title text NOT NULL, body text NOT NULL);
-CREATE INDEX rows_status ON rows (status, created_at, id);
-INSERT INTO rows (key_num, status, created_at, title, body)
-  SELECT n, (ARRAY['draft','submitted','active'])[1 + n % 3], now() - n * interval '1 second',
-         'Row ' || n, repeat('x', 400) FROM generate_series(1, 20000) n;
-CREATE SEQUENCE keys START 100000;
-ANALYZE rows;
+echo "seeding $SEED exceptions into the ceiling database"
+fresh_pg leeway_bench_ceiling
+cols=$(psql -qtA "$PG/leeway_bench_ceiling" -c "SELECT string_agg(quote_ident(column_name), ', ' ORDER BY ordinal_position)
+  FROM information_schema.columns WHERE table_name = 'exceptions' AND table_schema = current_schema()
+  AND column_name NOT IN ('id', 'key_num', 'external_refs')")
+cat > "$work/select.sql" <<SQL
+\set k random(1, $SEED)
+SELECT * FROM exceptions WHERE key_num = :k;
 SQL
-cat > "$work/select.sql" <<'SQL'
-\set k random(1, 20000)
-SELECT * FROM rows WHERE key_num = :k;
-SQL
-cat > "$work/insert.sql" <<'SQL'
-INSERT INTO rows (key_num, status, created_at, title, body) VALUES (nextval('keys'), 'submitted', now(), 'Inserted', repeat('x', 400));
+# a copy of a seeded row under a new id and key, with no reference to collide on
+cat > "$work/insert.sql" <<SQL
+\set k random(1, $SEED)
+INSERT INTO exceptions (id, key_num, external_refs, $cols)
+  SELECT gen_random_uuid()::text, nextval('exception_keys'), '[]', $cols FROM exceptions WHERE key_num = :k;
 SQL
 cat > "$work/page.sql" <<'SQL'
-SELECT * FROM rows WHERE status = 'submitted' ORDER BY created_at, id LIMIT 10;
+SELECT * FROM exceptions WHERE status = 'submitted' ORDER BY created_at, id LIMIT 10;
 SQL
 tps() { pgbench -n -c 8 -j 2 -T "$DURATION" -f "$work/$1.sql" "$PG/leeway_bench_ceiling" 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}'; }
 declare -A ceiling
@@ -86,34 +95,42 @@ run() { # backend scenario ceiling-name wrk-args...
 
 for backend in $BACKENDS; do
   case $backend in
-    sqlite) url="sqlite://$work/bench.db" ;;
+    sqlite)
+      url="sqlite://$work/bench.db"
+      echo "seeding $SEED exceptions into SQLite"
+      LEEWAY_DATABASE_URL="$url" "$BIN" seed --exceptions "$SEED" >/dev/null 2>&1 ;;
     postgres)
-      psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS leeway_bench_pg WITH (FORCE)" -c "CREATE DATABASE leeway_bench_pg"
+      echo "seeding $SEED exceptions into the Leeway database"
+      fresh_pg leeway_bench_pg
       url="$PG/leeway_bench_pg" ;;
     *) echo "unknown backend $backend" >&2; exit 1 ;;
   esac
-  export LEEWAY_DATABASE_URL="$url" LEEWAY_JWT_SECRET="bench-secret-bench-secret-bench-secret-0123" \
-    LEEWAY_LISTEN="127.0.0.1:$PORT" LEEWAY_LOG=warn LEEWAY_JOBS_INTERVAL_SECONDS=0
-  "$bin" serve & pid=$!
+  export LEEWAY_DATABASE_URL="$url" LEEWAY_LISTEN="127.0.0.1:$PORT"
+  "$BIN" serve & pid=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
-  TOKEN=$("$bin" token --sub alice --roles requester --business-unit payments --ttl 1h)
-  OFFICER=$("$bin" token --sub carol --roles security_officer --ttl 1h)
+  # a requester of a seeded business unit, and an officer who sees everything
+  TOKEN=$("$BIN" token --sub req-01-1 --roles requester --business-unit bu-01 --ttl 1h)
+  OFFICER=$("$BIN" token --sub carol --roles security_officer --ttl 1h)
   EXPIRES=$(date -u -d '+60 days' +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -v+60d +%Y-%m-%dT%H:%M:%SZ)
-  export TOKEN EXPIRES
+  export TOKEN EXPIRES BUSINESS_UNIT=bu-01 ROWS="$SEED"
   base="http://127.0.0.1:$PORT"
   echo "leeway on $backend (wrk, 2 threads, 8 connections, ${DURATION}s):"
+  # resident size, sampled every 100 ms while the scenarios run
+  (while kill -0 "$pid" 2>/dev/null; do awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null; sleep 0.1; done) >"$work/rss" &
+  sampler=$!
   run "$backend" "create + submit" insert -s bench/create.lua "$base"
-  rows=$(curl -s "$base/v1/exceptions?limit=1&sort=-created_at" -H "Authorization: Bearer $OFFICER" | sed -E 's/.*"key":"EXC-0*([0-9]+)".*/\1/')
-  export ROWS="$rows"
   run "$backend" "get by key" select -s bench/get.lua -H "Authorization: Bearer $OFFICER" "$base"
   run "$backend" "list 10, filtered by status" page -H "Authorization: Bearer $OFFICER" "$base/v1/exceptions?status=submitted&limit=10"
   deep=$(curl -s "$base/v1/exceptions?status=submitted&limit=500" -H "Authorization: Bearer $OFFICER" | sed -E 's/.*"next_cursor":"([^"]+)".*/\1/')
   run "$backend" "list 10, deep cursor" page -H "Authorization: Bearer $OFFICER" "$base/v1/exceptions?status=submitted&limit=10&cursor=$deep"
-  run "$backend" "list 10, ?asset=asset-00007" page -H "Authorization: Bearer $OFFICER" "$base/v1/exceptions?asset=asset-00007&limit=10"
+  run "$backend" "list 10, ?asset=" page -H "Authorization: Bearer $OFFICER" "$base/v1/exceptions?asset=asset-00007&limit=10"
+  run "$backend" "list 10, covering + asset" page -H "Authorization: Bearer $OFFICER" "$base/v1/exceptions?covering=true&asset=asset-00007&limit=10"
   run "$backend" "list 10, restricted requester" page -H "Authorization: Bearer $TOKEN" "$base/v1/exceptions?limit=10"
-  rss=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$pid/status")
-  echo "$backend|peak RSS|-|$rss|||" >>"$results"
-  echo "  rows: $rows; server peak RSS $rss MiB"
+  kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
+  rss=$(sort -n "$work/rss" | tail -1 | awk '{printf "%.1f", $1/1024}')
+  hwm=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$pid/status")
+  echo "$backend|peak RSS under load|-|$rss|||" >>"$results"
+  echo "  server peak RSS under load $rss MiB (high-water mark since start-up $hwm MiB)"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 done
 
