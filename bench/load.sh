@@ -14,8 +14,10 @@
 # 3. Leeway: a release `leeway serve` on the seeded database of each backend, driven over
 #    loopback by wrk (2 threads, 8 connections): create + submit, GET by key, list pages.
 # 4. Ceilings again. Each scenario is printed as a ratio to the mean of the two ceiling runs,
-#    with p50/p99 and the server's peak RSS. The machine is shared and noisy: only ratios
-#    from one run mean anything.
+#    with p50/p99 and the server's peak RSS under load. The machine is shared and noisy:
+#    only ratios from one run mean anything. For comparison with older runs, each is also
+#    given against the same three statements on a bare six-column table (pgbench latency
+#    percentiles come from its per-transaction log).
 #
 # Needs wrk and pgbench (Debian packages wrk and postgresql-client) and a PostgreSQL server
 # (BENCH_PG_URL, default postgres://postgres@127.0.0.1:5432) where it may create databases.
@@ -67,13 +69,40 @@ SQL
 cat > "$work/page.sql" <<'SQL'
 SELECT * FROM exceptions WHERE status = 'submitted' ORDER BY created_at, id LIMIT 10;
 SQL
-tps() { pgbench -n -c 8 -j 2 -T "$DURATION" -f "$work/$1.sql" "$PG/leeway_bench_ceiling" 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}'; }
+# the same three on a bare six-column table: the ceilings issue 7 first measured against
+psql -q "$PG/leeway_bench_ceiling" <<'SQL'
+CREATE TABLE bare (id bigserial PRIMARY KEY, key_num bigint UNIQUE, status text NOT NULL,
+                   created_at timestamp NOT NULL, title text NOT NULL, body text NOT NULL);
+CREATE INDEX bare_status ON bare (status, created_at, id);
+INSERT INTO bare (key_num, status, created_at, title, body)
+  SELECT n, (ARRAY['draft','submitted','active'])[1 + n % 3], now() - n * interval '1 second',
+         'Row ' || n, repeat('x', 400) FROM generate_series(1, 20000) n;
+CREATE SEQUENCE bare_keys START 100000;
+ANALYZE bare;
+SQL
+cat > "$work/bare-insert.sql" <<'SQL'
+INSERT INTO bare (key_num, status, created_at, title, body) VALUES (nextval('bare_keys'), 'submitted', now(), 'Inserted', repeat('x', 400));
+SQL
+cat > "$work/bare-select.sql" <<'SQL'
+\set k random(1, 20000)
+SELECT * FROM bare WHERE key_num = :k;
+SQL
+cat > "$work/bare-page.sql" <<'SQL'
+SELECT * FROM bare WHERE status = 'submitted' ORDER BY created_at, id LIMIT 10;
+SQL
+# tps, and p50/p99 latency in ms from pgbench's per-transaction log
+tps() {
+  rm -f "$work"/pgbench_log.*
+  local t; t=$(cd "$work" && pgbench -n -c 8 -j 2 -T "$DURATION" -l -f "$work/$1.sql" "$PG/leeway_bench_ceiling" 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}')
+  local lat; lat=$(cat "$work"/pgbench_log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {printf "p50 %.2fms p99 %.2fms", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}')
+  echo "$t|$lat"
+}
 declare -A ceiling
 measure_ceilings() {
-  for w in insert select page; do
-    local t; t=$(tps "$w")
-    ceiling[$w]=$(( ${ceiling[$w]:-0} + t ))
-    printf '  pgbench %-7s %8s tps\n' "$w" "$t"
+  for w in insert select page bare-insert bare-select bare-page; do
+    local r t; r=$(tps "$w"); t=${r%%|*}
+    ceiling["$w"]=$(( ${ceiling["$w"]:-0} + t ))
+    printf '  pgbench %-11s %8s tps  %s\n' "$w" "$t" "${r#*|}"
   done
 }
 echo "ceilings before (pgbench, 8 clients, 2 threads, ${DURATION}s):"
@@ -139,14 +168,15 @@ measure_ceilings
 
 # --- ratios -----------------------------------------------------------------------------
 echo
-echo "| backend | scenario | req/s | p50 | p99 | ceiling (pgbench, mean of before and after) | ratio |"
-echo "|---|---|---|---|---|---|---|"
+echo "| backend | scenario | req/s | p50 | p99 | ceiling: same work (pgbench, mean) | ratio | bare-table ceiling | ratio |"
+echo "|---|---|---|---|---|---|---|---|---|"
 while IFS='|' read -r backend name against rps p50 p99 bad; do
   if [ "$against" = "-" ]; then
-    echo "| $backend | $name | $rps MiB | | | | |"
+    echo "| $backend | $name | $rps MiB | | | | | | |"
     continue
   fi
-  c=$(( ceiling[$against] / 2 ))
+  c=$(( ${ceiling[$against]:-0} / 2 )); b=$(( ${ceiling["bare-$against"]:-0} / 2 ))
   ratio=$(awk -v r="$rps" -v c="$c" 'BEGIN { printf "%.3f", (c > 0 ? r / c : 0) }')
-  echo "| $backend | $name | $rps | $p50 | $p99 | $against $c tps | $ratio |"
+  bare=$(awk -v r="$rps" -v c="$b" 'BEGIN { printf "%.3f", (c > 0 ? r / c : 0) }')
+  echo "| $backend | $name | $rps | $p50 | $p99 | $against $c tps | $ratio | $b tps | $bare |"
 done <"$results"

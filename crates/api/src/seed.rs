@@ -220,7 +220,7 @@ impl Generator {
             48..60 => Path::Approve(After::Renew),
             _ => Path::Approve(After::Live),
         };
-        let fields = self.fields(&bu, created)?;
+        let fields = self.fields(&bu, created, key)?;
         let controls = (0..self.rng.random_range(1..=3)).map(|_| self.control()).collect::<Option<Vec<_>>>()?;
         let input = NewException {
             fields,
@@ -233,7 +233,13 @@ impl Generator {
         let id = ExceptionId(id_at(created, &mut self.rng));
         let rng = &mut self.rng;
         let mut new_id = || id_at(created, rng);
-        let Change { after, happened } = workflow::create(&ctx, id, key, input, &mut new_id, &mut self.index).ok()?;
+        // a submit the covering limit refuses leaves a draft, as it would for a person
+        let created = match workflow::create(&ctx, id, key, input.clone(), &mut new_id, &mut self.index) {
+            Ok(change) => change,
+            Err(_) => workflow::create(&ctx, id, key, NewException { submit: false, ..input }, &mut new_id, &mut self.index)
+                .ok()?,
+        };
+        let Change { after, happened } = created;
         let mut t =
             Trail { steps: vec![SeedStep { actor: requester.clone(), at: after.updated_at, happened }], e: after };
         // each path walks as far as the domain and the clock let it; a refusal ends the walk
@@ -357,7 +363,7 @@ impl Generator {
         Duration::minutes(self.rng.random_range(min * 60..=max * 60))
     }
 
-    fn fields(&mut self, bu: &str, created: DateTime<Utc>) -> Option<Fields> {
+    fn fields(&mut self, bu: &str, created: DateTime<Utc>, key: ExceptionKey) -> Option<Fields> {
         let system = SYSTEMS[self.rng.random_range(0..SYSTEMS.len())];
         let gap = GAPS[self.rng.random_range(0..GAPS.len())];
         let assets = (0..self.rng.random_range(1..=3))
@@ -370,7 +376,8 @@ impl Generator {
         let refs = (self.rng.random_range(0..10) < 3).then(|| {
             vec![ExternalRef {
                 system: "servicenow".into(),
-                id: format!("RITM{:010}", created.timestamp_micros()),
+                // one ticket per exception: references are unique
+                id: format!("RITM{:010}", key.number()),
                 url: None,
             }]
         });

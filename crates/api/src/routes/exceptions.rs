@@ -201,7 +201,12 @@ pub async fn list_exceptions(
     let page = web::block(move || st.store.list(&q)).await??;
     let next_cursor = page.next.map(|(t, id)| query::encode_cursor(query.sort, t, &id, &fingerprint));
     let items = page.items.iter().map(|e| ExceptionView::render(e, &caller.0, &state.policy, now)).collect();
-    Ok(HttpResponse::Ok().json(ExceptionPage { items, next_cursor }))
+    // one allocation for the whole page (about 3 KiB an exception) rather than a buffer
+    // doubled a dozen times while it is written
+    let page = ExceptionPage { items, next_cursor };
+    let mut body = Vec::with_capacity(page.items.len().saturating_mul(4096).saturating_add(64));
+    serde_json::to_writer(&mut body, &page).map_err(|e| ApiError::internal(&e))?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
 
 /// Change fields with a JSON merge patch: every field in `draft` (requester), afterwards
