@@ -6,6 +6,7 @@
 #   bench/million.sh                 # seeds 1,000,000 exceptions into leeway_million (kept)
 #   N=200000 bench/million.sh        # another size
 #   KEEP=1 bench/million.sh          # reuse the database a previous run seeded
+#   BIN=/path/to/leeway bench/million.sh   # measure a prebuilt binary
 #
 # Needs wrk, psql, python3 and a PostgreSQL server (BENCH_PG_URL, default
 # postgres://postgres@127.0.0.1:5432) where it may create the database.
@@ -16,8 +17,11 @@ PG="${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}"
 DB="${DB:-leeway_million}"
 PORT="${PORT:-18182}"
 DURATION="${DURATION:-8}"
-BIN=target/release/leeway
-cargo build -q --release --bin leeway
+# BIN: a prebuilt binary to measure (default: build the tree's release binary)
+if [ -z "${BIN:-}" ]; then
+  BIN=target/release/leeway
+  cargo build -q --release --bin leeway
+fi
 export LEEWAY_DATABASE_URL="$PG/$DB" LEEWAY_JWT_SECRET="bench-secret-bench-secret-bench-secret-0123" \
   LEEWAY_LOG=warn LEEWAY_JOBS_INTERVAL_SECONDS=0 LEEWAY_LISTEN="127.0.0.1:$PORT"
 pid=""
@@ -61,7 +65,11 @@ measure() { # name url [connections]
     "$(awk '$1=="50%" {print $2}' <<<"$out")" "$(awk '$1=="99%" {print $2}' <<<"$out")"
 }
 
-deep=$(deep_cursor "sort=created_at" created_at "")
+deep=$(deep_cursor "" created_at "")
+# a figure for an error answer would mean nothing: check the deep page answers its 10 rows
+curl -sf "$base?limit=10&cursor=$deep" -H "Authorization: Bearer $OFFICER" \
+  | python3 -c 'import json,sys; n=len(json.load(sys.stdin)["items"]); assert n == 10, n' \
+  || { echo "the deep cursor does not give a page of 10" >&2; exit 1; }
 asset=$(psql -qtA "$PG/$DB" -c "SELECT asset FROM exception_assets a JOIN exceptions e ON e.id = a.exception_id
   WHERE e.status = 'active' LIMIT 1")
 echo
