@@ -82,6 +82,12 @@ pub struct Options {
     pub audience: Option<String>,
     /// The approval policy (default: the spec's).
     pub policy: Option<leeway_domain::ApprovalPolicy>,
+    /// Run the webhook worker inside the server every this many milliseconds (default: off;
+    /// tests call [`TestApp::deliver`]).
+    pub deliver_every_ms: u64,
+    /// Refuse webhook URLs on private addresses, as production does (default: allowed, so
+    /// that receivers on 127.0.0.1 work).
+    pub block_private_webhooks: bool,
 }
 
 /// A running server and what a test needs to talk to it.
@@ -140,6 +146,8 @@ pub async fn spawn() -> TestApp {
 
 /// Starts a server.
 pub async fn spawn_with(options: Options) -> TestApp {
+    // reqwest's TLS needs the process's crypto provider (the server installs the same one)
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let (database_url, db) = fresh_database();
     let config = Config {
         database_url: database_url.clone(),
@@ -156,6 +164,8 @@ pub async fn spawn_with(options: Options) -> TestApp {
         policy: options.policy.clone().unwrap_or_default(),
         // tests run the scheduler themselves, on the manual clock
         jobs_interval_seconds: 0,
+        delivery_interval_ms: options.deliver_every_ms,
+        webhook_allow_private: !options.block_private_webhooks,
     };
     let clock = Arc::new(ManualClock::default());
     let app = Application::build(&config, clock.clone()).expect("build the application");
@@ -201,6 +211,27 @@ impl TestApp {
         })
         .await
         .expect("scheduler thread")
+    }
+
+    /// Numbers the events committed so far into the feed and sends every due webhook
+    /// delivery, as the worker inside `serve` does each interval. On PostgreSQL an event
+    /// enters the feed only once no older write transaction is running on the server (other
+    /// tests' included), so this runs passes until every committed event has.
+    pub async fn deliver(&self) -> leeway_api::delivery::Pass {
+        let d = leeway_api::delivery::Deliverer::new(self.store.clone(), self.policy.clone(), self.clock.clone(), true)
+            .expect("a webhook deliverer");
+        let mut total = leeway_api::delivery::Pass::default();
+        for _ in 0..500 {
+            let pass = d.run_once().await.expect("a delivery pass");
+            total.numbered += pass.numbered;
+            total.attempted += pass.attempted;
+            total.succeeded += pass.succeeded;
+            if self.store.unnumbered_events().expect("count unnumbered events") == 0 {
+                return total;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("events still wait for a feed position after 5 s");
     }
 
     /// Moves the clock and runs the scheduler.
@@ -361,5 +392,85 @@ impl TestApp {
         let r = self.act(&id, "approve", &cast.officer).await;
         assert_eq!(r.status, 200, "approve: {}", r.body);
         id
+    }
+}
+
+/// A request a [`Receiver`] took.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Its headers, lower-case names.
+    pub headers: std::collections::HashMap<String, String>,
+    /// Its body, as sent.
+    pub body: String,
+    /// What the receiver answered.
+    pub answered: u16,
+}
+
+impl Received {
+    /// A header.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("a JSON body")
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    received: std::sync::Mutex<Vec<Received>>,
+    script: std::sync::Mutex<std::collections::VecDeque<u16>>,
+}
+
+/// A webhook receiver on 127.0.0.1: records every request and answers 200, or the statuses
+/// it was told to answer next.
+pub struct Receiver {
+    /// `http://127.0.0.1:PORT/hook`.
+    pub url: String,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    /// Starts one on a free port.
+    pub async fn start() -> Self {
+        use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+        let state = Arc::new(ReceiverState::default());
+        let shared = web::Data::from(state.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a receiver");
+        let port = listener.local_addr().expect("receiver address").port();
+        let server = HttpServer::new(move || {
+            App::new().app_data(shared.clone()).default_service(web::to(
+                |req: HttpRequest, body: web::Bytes, s: web::Data<ReceiverState>| async move {
+                    let answered = s.script.lock().expect("script").pop_front().unwrap_or(200);
+                    let headers = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                        .collect();
+                    let body = String::from_utf8_lossy(&body).into_owned();
+                    s.received.lock().expect("received").push(Received { headers, body, answered });
+                    HttpResponse::build(actix_web::http::StatusCode::from_u16(answered).expect("a status"))
+                        .body(format!("answered {answered}"))
+                },
+            ))
+        })
+        .workers(1)
+        .listen(listener)
+        .expect("listen")
+        .run();
+        tokio::spawn(server);
+        Self { url: format!("http://127.0.0.1:{port}/hook"), state }
+    }
+
+    /// The next requests are answered with `statuses`, in order; then 200 again.
+    pub fn answer_next(&self, statuses: &[u16]) {
+        self.state.script.lock().expect("script").extend(statuses.iter().copied());
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().expect("received").clone()
     }
 }

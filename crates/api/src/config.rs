@@ -35,6 +35,23 @@ pub struct Config {
     /// `LEEWAY_JOBS_INTERVAL_SECONDS`: how often `serve` runs the scheduler; 0 disables it
     /// (for operators who run `leeway jobs run-once` from cron instead).
     pub jobs_interval_seconds: u64,
+    /// `LEEWAY_DELIVERY_INTERVAL_MS`: how often `serve` numbers new events into the change
+    /// feed and sends due webhook deliveries (default 250); 0 disables it.
+    pub delivery_interval_ms: u64,
+    /// `LEEWAY_WEBHOOK_ALLOW_PRIVATE`: allow webhook URLs on loopback, private and link-local
+    /// addresses (tests, on-premise receivers). Off by default: such URLs are refused.
+    pub webhook_allow_private: bool,
+}
+
+/// `1,1,2`: seconds between retries.
+fn parse_schedule(v: &str) -> Result<Vec<u32>, String> {
+    v.split(',')
+        .map(|n| {
+            n.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("LEEWAY_WEBHOOK_RETRY_SCHEDULE must be comma-separated whole seconds, got {v:?}"))
+        })
+        .collect()
 }
 
 /// Reads `KEY=VALUE` lines (blank lines and `#` comments ignored).
@@ -60,7 +77,7 @@ impl Config {
             None => HashMap::new(),
         };
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty()).or_else(|| from_file.get(k).cloned());
-        let policy = match get("LEEWAY_POLICY_FILE") {
+        let mut policy = match get("LEEWAY_POLICY_FILE") {
             Some(p) => {
                 let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read policy {p}: {e}"))?;
                 let policy: ApprovalPolicy = serde_json::from_str(&text).map_err(|e| format!("policy {p}: {e}"))?;
@@ -69,6 +86,10 @@ impl Config {
             }
             None => ApprovalPolicy::default(),
         };
+        if let Some(v) = get("LEEWAY_WEBHOOK_RETRY_SCHEDULE") {
+            policy.webhook_retry_schedule_seconds = parse_schedule(&v)?;
+            policy.check()?;
+        }
         let number = |k: &str| -> Result<Option<u64>, String> {
             get(k).map(|v| v.parse::<u64>().map_err(|_| format!("{k} must be a whole number, got {v:?}"))).transpose()
         };
@@ -85,6 +106,12 @@ impl Config {
             pool_size: number("LEEWAY_DB_POOL_SIZE")?.map_or(8, |n| n.clamp(1, 256) as u32),
             workers: number("LEEWAY_WORKERS")?.map(|n| n.clamp(1, 256) as usize),
             jobs_interval_seconds: number("LEEWAY_JOBS_INTERVAL_SECONDS")?.unwrap_or(60),
+            delivery_interval_ms: number("LEEWAY_DELIVERY_INTERVAL_MS")?.unwrap_or(250),
+            webhook_allow_private: match get("LEEWAY_WEBHOOK_ALLOW_PRIVATE").as_deref() {
+                None | Some("false" | "0") => false,
+                Some("true" | "1") => true,
+                Some(v) => return Err(format!("LEEWAY_WEBHOOK_ALLOW_PRIVATE must be true or false, got {v:?}")),
+            },
             policy,
         })
     }

@@ -105,6 +105,12 @@ problem_codes!(
     /// The request's head is too large.
     RequestHeaderFieldsTooLarge =
         ("request_header_fields_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE, "The request's headers are too large"),
+    /// A webhook URL that is not http(s), or reaches a private address.
+    WebhookUrlRefused = ("webhook_url_refused", UNPROCESSABLE_ENTITY, "The webhook URL is refused"),
+    /// Only a failed delivery can be sent again.
+    DeliveryNotFailed = ("delivery_not_failed", CONFLICT, "The delivery is not failed"),
+    /// An upsert would change fields the exception's state does not allow changing.
+    FieldLocked = ("field_locked", CONFLICT, "A field cannot change in the current state"),
     /// A bug: logged in full, told in one line.
     Internal = ("internal", INTERNAL_SERVER_ERROR, "Internal error"),
     /// The database is unreachable or migrations are pending.
@@ -230,6 +236,17 @@ impl ApiError {
                 message: f.message,
             })
             .collect();
+        e
+    }
+
+    /// 409 naming each field the state does not let change.
+    pub fn locked(errors: Vec<FieldError>) -> Self {
+        let mut e = Self::validation(errors);
+        e.0.code = ProblemCode::FieldLocked;
+        e.0.detail = format!(
+            "the state does not allow changing: {}",
+            e.0.errors.iter().map(|f| f.field.as_str()).collect::<Vec<_>>().join(", ")
+        );
         e
     }
 

@@ -10,6 +10,7 @@ pub mod body;
 pub mod clock;
 pub mod config;
 pub mod contract;
+pub mod delivery;
 pub mod error;
 pub mod jobs;
 pub mod middleware;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// The request-body schemas of the published contract.
     pub contract: Contract,
+    /// Whether webhook URLs may name private addresses.
+    pub webhook_allow_private: bool,
 }
 
 #[derive(OpenApi)]
@@ -59,6 +62,7 @@ pub struct AppState {
         (name = "lifecycle", description = "Submit, assess, approve, reject, return, withdraw, revoke, close"),
         (name = "controls", description = "Compensating controls"),
         (name = "governance", description = "Renewals and periodic reviews"),
+        (name = "integrations", description = "Webhooks, the change feed, coverage for gates"),
         (name = "system", description = "Health, the caller, the policy"),
     )
 )]
@@ -101,6 +105,15 @@ impl Application {
                 std::time::Duration::from_secs(config.jobs_interval_seconds),
             );
         }
+        if config.delivery_interval_ms > 0 {
+            delivery::Deliverer::new(
+                store.clone(),
+                config.policy.clone(),
+                clock.clone(),
+                config.webhook_allow_private,
+            )?
+            .spawn(std::time::Duration::from_millis(config.delivery_interval_ms));
+        }
         let api = openapi();
         let contract = Contract::from_openapi(&api)?;
         let methods = middleware::Methods::from_openapi(&api);
@@ -108,8 +121,14 @@ impl Application {
         // structure itself is dropped here (a copy per worker cost megabytes of memory)
         let document = web::Bytes::from(api.to_json().map_err(|e| e.to_string())?);
         drop(api);
-        let state =
-            web::Data::new(AppState { store: store.clone(), auth, policy: config.policy.clone(), clock, contract });
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            auth,
+            policy: config.policy.clone(),
+            clock,
+            contract,
+            webhook_allow_private: config.webhook_allow_private,
+        });
         let listener =
             TcpListener::bind(&config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();

@@ -142,6 +142,20 @@ fn run(cli: Cli) -> Result<(), String> {
                 "{} exception(s) had due time rules applied; {} expired idempotency key(s) forgotten",
                 r.exceptions, r.purged_keys
             );
+            // then what the webhook worker inside `serve` does each interval: number new
+            // events into the change feed, send every due delivery
+            let deliverer = leeway_api::delivery::Deliverer::new(
+                store,
+                config.policy.clone(),
+                Arc::new(SystemClock),
+                config.webhook_allow_private,
+            )?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            let pass = rt.block_on(deliverer.run_once()).map_err(|e| e.to_string())?;
+            println!(
+                "{} event(s) entered the change feed; {} webhook delivery attempt(s), {} succeeded",
+                pass.numbered, pass.attempted, pass.succeeded
+            );
             Ok(())
         }
         Command::Seed { exceptions, batch, seed } => {

@@ -1,6 +1,7 @@
 //! Every route, in one table, and the conventions every operation's contract states.
 
 pub mod exceptions;
+pub mod integrations;
 pub mod system;
 
 use utoipa::openapi::link::LinkBuilder;
@@ -17,6 +18,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(system::me)
             .service(system::policy)
             .service(exceptions::create_exception)
+            .service(exceptions::upsert_by_ref)
             .service(exceptions::list_exceptions)
             .service(exceptions::get_exception)
             .service(exceptions::patch_exception)
@@ -33,7 +35,18 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(exceptions::exception_history)
             .service(exceptions::request_renewal)
             .service(exceptions::review_exception)
-            .service(exceptions::check_control),
+            .service(exceptions::check_control)
+            .service(integrations::create_webhook)
+            .service(integrations::list_webhooks)
+            .service(integrations::get_webhook)
+            .service(integrations::patch_webhook)
+            .service(integrations::delete_webhook)
+            .service(integrations::rotate_webhook_secret)
+            .service(integrations::list_deliveries)
+            .service(integrations::retry_delivery)
+            .service(integrations::feed)
+            .service(integrations::coverage)
+            .service(integrations::coverage_batch),
     );
 }
 

@@ -236,8 +236,10 @@ impl Generator {
         // a submit the covering limit refuses leaves a draft, as it would for a person
         let created = match workflow::create(&ctx, id, key, input.clone(), &mut new_id, &mut self.index) {
             Ok(change) => change,
-            Err(_) => workflow::create(&ctx, id, key, NewException { submit: false, ..input }, &mut new_id, &mut self.index)
-                .ok()?,
+            Err(_) => {
+                workflow::create(&ctx, id, key, NewException { submit: false, ..input }, &mut new_id, &mut self.index)
+                    .ok()?
+            }
         };
         let Change { after, happened } = created;
         let mut t =

@@ -26,7 +26,7 @@ fn migrate_token_and_jobs_run_once_work_on_a_fresh_database() {
     let db = format!("sqlite://{}/cli.db", dir.display());
     let (ok, out, err) = leeway(&db, &["migrate"]);
     assert!(ok, "{err}");
-    assert!(out.contains("4 migration(s) applied on sqlite"), "{out}");
+    assert!(out.contains("5 migration(s) applied on sqlite"), "{out}");
     let (ok, out, _) = leeway(&db, &["migrate"]);
     assert!(ok && out.contains("0 migration(s)"), "migrations apply once: {out}");
     let (ok, token, err) = leeway(&db, &["token", "--sub", "alice", "--roles", "requester,analyst", "--ttl", "5m"]);
@@ -43,6 +43,7 @@ fn migrate_token_and_jobs_run_once_work_on_a_fresh_database() {
     let (ok, out, err) = leeway(&db, &["jobs", "run-once"]);
     assert!(ok, "{err}");
     assert!(out.contains("0 exception(s)"), "{out}");
+    assert!(out.contains("0 event(s) entered the change feed"), "jobs run-once also runs the webhook worker: {out}");
     let (ok, out, _) = leeway(&db, &["--help"]);
     for cmd in ["serve", "migrate", "token", "openapi", "jobs"] {
         assert!(ok && out.contains(cmd), "--help explains {cmd}: {out}");

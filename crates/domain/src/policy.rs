@@ -59,6 +59,9 @@ pub struct ApprovalPolicy {
     pub controls_failed_grace_days: u32,
     /// Most covering exceptions per business unit; none by default.
     pub business_unit_limits: std::collections::BTreeMap<String, u32>,
+    /// Seconds between a failed webhook delivery's attempts: one retry per entry, then the
+    /// delivery is `failed`. The default spans more than 24 hours.
+    pub webhook_retry_schedule_seconds: Vec<u32>,
 }
 
 impl Default for ApprovalPolicy {
@@ -87,6 +90,7 @@ impl Default for ApprovalPolicy {
             reminder_lifetime_percent: 75,
             controls_failed_grace_days: 14,
             business_unit_limits: std::collections::BTreeMap::new(),
+            webhook_retry_schedule_seconds: vec![5, 300, 1800, 7200, 18_000, 36_000, 36_000],
         }
     }
 }
@@ -189,6 +193,11 @@ impl ApprovalPolicy {
                     return Err(format!("policy level {name}: {what} must be 1..{MAX_DAYS}"));
                 }
             }
+        }
+        if self.webhook_retry_schedule_seconds.len() > 50
+            || self.webhook_retry_schedule_seconds.iter().any(|s| !(1..=7 * 86_400).contains(s))
+        {
+            return Err("policy webhook_retry_schedule_seconds: at most 50 retries, each 1..604800 seconds".into());
         }
         let hours = [
             ("sla_urgent_hours", self.sla_urgent_hours),

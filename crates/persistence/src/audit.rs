@@ -17,7 +17,7 @@ use crate::rows::{AuditRow, NewAuditRow};
 use crate::schema::audit_events;
 
 /// The events for `happenings` on `e`, caused by `actor` at `at`, chained after `head`; and
-/// the new head.
+/// the new head. Integration events carry `snapshot`, the exception's row after the change.
 pub(crate) fn chain(
     actor: &Actor,
     request_id: Option<&str>,
@@ -25,17 +25,24 @@ pub(crate) fn chain(
     at: DateTime<Utc>,
     head: &str,
     happenings: &[Happening],
+    snapshot: Option<&str>,
 ) -> Result<(Vec<NewAuditRow>, String), StoreError> {
     let mut prev = head.to_owned();
     let mut rows = Vec::with_capacity(happenings.len());
     for h in happenings {
         let entry = Entry::new(e, h, actor, at, request_id);
         let event = h.event.map(|t| (t.as_str().to_owned(), Uuid::now_v7().to_string()));
-        let row = NewAuditRow::from_domain(&entry, prev, event)?;
+        let row = NewAuditRow::from_domain(&entry, prev, event, snapshot)?;
         prev = row.hash.clone();
         rows.push(row);
     }
     Ok((rows, prev))
+}
+
+/// An exception's row as an integration event keeps it: what webhooks and the feed show of
+/// the exception at that event.
+pub(crate) fn snapshot(row: &crate::rows::ExceptionRow) -> Result<String, StoreError> {
+    serde_json::to_string(row).map_err(StoreError::corrupt)
 }
 
 /// Appends `rows`: one statement for a change's events; a seed's many take one per

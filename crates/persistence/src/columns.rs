@@ -10,8 +10,8 @@ use diesel::sql_types::Text;
 use diesel::sqlite::Sqlite;
 use leeway_domain::ids::{ExceptionId, Subject};
 use leeway_domain::kinds::{Category, Level, Priority, Reason, Status};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::io::Write;
 
@@ -170,5 +170,23 @@ impl<T: Serialize + DeserializeOwned> Serialize for Json<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let text = serde_json::to_string(&self.0).map_err(serde::ser::Error::custom)?;
         s.serialize_str(&text)
+    }
+}
+
+/// From the text the column holds (an exception's snapshot in the audit trail).
+impl<'de, T: TextValue> Deserialize<'de> for Stored<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = Cow::<'de, str>::deserialize(d)?;
+        T::from_text(&text)
+            .map(Stored)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a stored {}: {text:?}", T::WHAT)))
+    }
+}
+
+/// From the text of the document.
+impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for Json<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = Cow::<'de, str>::deserialize(d)?;
+        serde_json::from_str(&text).map(Json).map_err(serde::de::Error::custom)
     }
 }

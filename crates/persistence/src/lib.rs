@@ -12,15 +12,20 @@
 //! - [`idempotency`]: `Idempotency-Key` replay, and the loop that writes a change.
 //! - [`audit`]: the hash chain and the integration events on it.
 //! - [`scheduler`]: claims of due time rules.
+//! - [`feed`]: the change feed, numbered after commit so that no reader skips an event.
+//! - [`webhooks`]: subscriptions and their deliveries, claimed under leases.
+//! - [`coverage`]: which exceptions cover an asset at a moment, now or in the past.
 //! - [`seed`]: the batch write path `leeway seed` fills a database through.
 
 mod audit;
 mod columns;
 mod connection;
+mod coverage;
 mod document;
 mod error;
 mod explain;
 mod facts;
+mod feed;
 mod idempotency;
 mod list;
 mod repository;
@@ -28,11 +33,15 @@ mod rows;
 mod scheduler;
 mod schema;
 mod seed;
+mod webhooks;
 mod write;
 
 pub use connection::{Backend, Db, Store};
+pub use coverage::Covering;
 pub use error::StoreError;
+pub use feed::FeedEvent;
 pub use idempotency::{IDEMPOTENCY_WINDOW_HOURS, IdempotencyClaim, Outcome, StoredResponse};
 pub use list::{ListQuery, Page, Sort, Visibility};
 pub use repository::CallContext;
 pub use seed::{SeedStep, Seeded};
+pub use webhooks::{Attempt, Claimed, Delivery, DeliveryQuery, Next, Webhook, WebhookChange};

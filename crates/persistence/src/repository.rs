@@ -118,9 +118,18 @@ pub(crate) fn save(
         (None, Vec::new())
     } else {
         // stamped with the change's moment (a write queued behind a later one acts then)
-        let (events, head) =
-            audit::chain(ctx.actor, ctx.request_id, &after, after.updated_at, &locked.head, &happened)?;
-        (Some((ExceptionRow::from_domain(&after)?, head)), events)
+        let row = ExceptionRow::from_domain(&after)?;
+        let snapshot = audit::snapshot(&row)?;
+        let (events, head) = audit::chain(
+            ctx.actor,
+            ctx.request_id,
+            &after,
+            after.updated_at,
+            &locked.head,
+            &happened,
+            Some(&snapshot),
+        )?;
+        (Some((row, head)), events)
     };
     let (row, events) = row;
     write(
@@ -145,11 +154,14 @@ impl Store {
             let change = facts.run(|f| build(key, f))?;
             let seen = facts.seen();
             let e = change.after;
-            let (events, head) = audit::chain(ctx.actor, ctx.request_id, &e, e.updated_at, GENESIS, &change.happened)?;
+            let row = ExceptionRow::from_domain(&e)?;
+            let snapshot = audit::snapshot(&row)?;
+            let (events, head) =
+                audit::chain(ctx.actor, ctx.request_id, &e, e.updated_at, GENESIS, &change.happened, Some(&snapshot))?;
             write(
                 conn,
                 &Write {
-                    row: Some((ExceptionRow::from_domain(&e)?, head)),
+                    row: Some((row, head)),
                     insert: true,
                     version: 0,
                     events,
@@ -226,6 +238,17 @@ impl Store {
         let mut conn = self.conn()?;
         let e = load(&mut conn, target)?;
         if actor.can_see(&e) { Ok(e) } else { Err(StoreError::NotFound) }
+    }
+
+    /// The id of the exception holding external reference (`system`, `id`), if any.
+    pub fn find_by_ref(&self, system: &str, id: &str) -> Result<Option<ExceptionId>, StoreError> {
+        let mut conn = self.conn()?;
+        let found: Option<String> = external_refs::table
+            .filter(external_refs::system.eq(system).and(external_refs::ext_id.eq(id)))
+            .select(external_refs::exception_id)
+            .first(&mut conn)
+            .optional()?;
+        found.map(|s| uuid::Uuid::parse_str(&s).map(ExceptionId).map_err(StoreError::corrupt)).transpose()
     }
 
     /// An exception's audit events, oldest first (the caller checks visibility first).

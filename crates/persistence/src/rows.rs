@@ -6,7 +6,7 @@ use leeway_domain::audit::{Entry, Event};
 use leeway_domain::ids::{ExceptionId, ExceptionKey, Subject};
 use leeway_domain::kinds::{Category, Level, Priority, Reason, Status};
 use leeway_domain::record::{Exception, ExternalRef, Fields, Record};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::columns::{Json, Stored};
 use crate::document::{StoredApproval, StoredAssessment, StoredCheck, StoredControl, StoredReview};
@@ -39,7 +39,7 @@ fn children<S, T>(stored: Vec<S>, convert: impl Fn(S) -> Result<T, StoreError>) 
 
 /// An exception's row: the whole aggregate. `None` is written as NULL, both on update and on
 /// insert (so that SQLite takes many rows in one INSERT).
-#[derive(Queryable, Selectable, Insertable, AsChangeset, Serialize, Debug, Clone)]
+#[derive(Queryable, Selectable, Insertable, AsChangeset, Serialize, Deserialize, Debug, Clone)]
 #[diesel(table_name = exceptions, treat_none_as_null = true, treat_none_as_default_value = false)]
 pub(crate) struct ExceptionRow {
     pub id: Stored<ExceptionId>,
@@ -268,14 +268,18 @@ pub(crate) struct NewAuditRow {
     pub hash: String,
     pub event_type: Option<String>,
     pub event_id: Option<String>,
+    /// For an integration event: the exception's row after the change, as JSON.
+    pub snapshot: Option<String>,
 }
 
 impl NewAuditRow {
-    /// The row for `entry`, which follows `prev_hash`.
+    /// The row for `entry`, which follows `prev_hash`; an integration event carries
+    /// `snapshot`.
     pub(crate) fn from_domain(
         entry: &Entry,
         prev_hash: String,
         event: Option<(String, String)>,
+        snapshot: Option<&str>,
     ) -> Result<Self, StoreError> {
         let hash = entry.hash(&prev_hash);
         let (event_type, event_id) = event.unzip();
@@ -292,6 +296,7 @@ impl NewAuditRow {
             request_id: entry.request_id.clone(),
             prev_hash,
             hash,
+            snapshot: event_type.as_ref().and(snapshot).map(str::to_owned),
             event_type,
             event_id,
         })

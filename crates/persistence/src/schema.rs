@@ -111,6 +111,67 @@ diesel::table! {
         hash -> Text,
         event_type -> Nullable<Text>,
         event_id -> Nullable<Text>,
+        feed_seq -> Nullable<BigInt>,
+        snapshot -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// The feed sequencer's one row: the last position handed out.
+    feed_state (id) {
+        id -> Integer,
+        numbered -> BigInt,
+    }
+}
+
+diesel::table! {
+    webhooks (id) {
+        id -> Text,
+        url -> Text,
+        event_types -> Nullable<Text>,
+        description -> Nullable<Text>,
+        enabled -> Bool,
+        disabled_reason -> Nullable<Text>,
+        secret -> Text,
+        created_by -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Text,
+        webhook_id -> Text,
+        event_seq -> BigInt,
+        audit_seq -> BigInt,
+        event_id -> Text,
+        event_type -> Text,
+        exception_id -> Text,
+        status -> Text,
+        tries -> Integer,
+        attempts -> Text,
+        next_attempt_at -> Timestamp,
+        lease_until -> Nullable<Timestamp>,
+        lease_owner -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    coverage_periods (id) {
+        id -> BigInt,
+        asset -> Text,
+        control_id -> Text,
+        exception_id -> Text,
+        key_num -> BigInt,
+        status -> Text,
+        residual_level -> Nullable<Text>,
+        starts_at -> Nullable<Timestamp>,
+        expires_at -> Nullable<Timestamp>,
+        held_from -> Timestamp,
+        held_until -> Nullable<Timestamp>,
     }
 }
 
@@ -132,5 +193,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     exception_assets,
     exception_control_ids,
     external_refs,
-    audit_events
+    audit_events,
+    webhooks,
+    webhook_deliveries,
+    coverage_periods
 );

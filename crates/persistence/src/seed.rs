@@ -97,7 +97,7 @@ impl Store {
             let e = &s.exception;
             let mut head = GENESIS.to_owned();
             for step in &s.steps {
-                let (mut written, next) = audit::chain(&step.actor, None, e, step.at, &head, &step.happened)?;
+                let (mut written, next) = audit::chain(&step.actor, None, e, step.at, &head, &step.happened, None)?;
                 events.append(&mut written);
                 head = next;
             }

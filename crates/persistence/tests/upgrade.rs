@@ -90,7 +90,7 @@ fn what_the_previous_release_wrote_survives_the_upgrade_and_its_chains_go_on() {
     for old in old_databases() {
         let store = &old.store;
         let backend = store.backend();
-        assert_eq!(store.migrate().unwrap().len(), 1, "{backend}: the one migration left");
+        assert_eq!(store.migrate().unwrap().len(), 2, "{backend}: the migrations left");
 
         let e = store.get(key(1), &auditor).unwrap();
         assert_eq!(e.status(), Status::Active, "{backend}");
@@ -117,6 +117,14 @@ fn what_the_previous_release_wrote_survives_the_upgrade_and_its_chains_go_on() {
         let events: Vec<String> = store.outbox_for(e.id).unwrap().into_iter().map(|(t, _)| t).collect();
         assert_eq!(events.len(), 11, "{backend}: every integration event kept: {events:?}");
         assert_eq!(events[0], "exception.created", "{backend}");
+        // every old event is in the change feed, in its old order, and what covers today
+        // covers in the history coverage is answered from
+        let feed = store.feed(0, 1000).unwrap();
+        let mine: Vec<&str> = feed.iter().filter(|f| f.exception.id == e.id).map(|f| f.event_type.as_str()).collect();
+        assert_eq!(mine, events, "{backend}: the feed holds the old events");
+        assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq), "{backend}");
+        let covering = store.coverage(&["vpn-02.example.net"], Utc::now()).unwrap();
+        assert_eq!(covering["vpn-02.example.net"][0].key_num, 1, "{backend}: {covering:?}");
 
         // the chain goes on from the head the upgrade put on the row
         let analyst = person("bob", Role::Analyst);

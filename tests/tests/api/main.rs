@@ -8,6 +8,7 @@ mod conventions;
 mod governance;
 mod hardening;
 mod intake;
+mod integrations;
 mod lifecycle;
 mod plans;
 mod review;

@@ -579,3 +579,194 @@ pub async fn check_control(
     let w = Write { req, caller, id, if_match, key, digest: body.digest };
     mutate(state, w, Operation::CheckControl(control, input)).await
 }
+
+/// A path segment of an external reference: `max` characters at most, no control character.
+fn ref_part(name: &str, v: &str, max: usize) -> Result<String, ApiError> {
+    if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
+        return Err(ApiError::new(ProblemCode::InvalidPath, format!("{name} must be 1..{max} characters")));
+    }
+    Ok(v.to_owned())
+}
+
+/// The members of a create body an upsert cannot merge into an existing exception, when
+/// they differ from it: the emergency flag, `on_behalf_of`, and the controls (changed through
+/// their own endpoints).
+fn unmergeable(e: &Exception, new: &workflow::NewException) -> Vec<leeway_domain::FieldError> {
+    let mut locked = Vec::new();
+    let mut refuse = |field: &str, why: &str| {
+        locked.push(leeway_domain::FieldError::new(field, "not_editable", why.to_owned()));
+    };
+    if new.emergency && !e.emergency {
+        refuse("emergency", "an existing exception cannot become an emergency");
+    }
+    if new.on_behalf_of.is_some() && new.on_behalf_of != e.on_behalf_of {
+        refuse("on_behalf_of", "the person a request is made for is fixed at creation");
+    }
+    let same_controls = new.controls.len() == e.controls.len()
+        && new.controls.iter().zip(&e.controls).all(|(n, c)| {
+            n.description == c.description
+                && n.kind == c.kind
+                && n.effectiveness == c.effectiveness
+                && n.check_every == c.check_every
+        });
+    if !new.controls.is_empty() && !same_controls {
+        refuse("controls", "controls of an existing exception change through /v1/exceptions/{id}/controls");
+    }
+    locked
+}
+
+/// A refusal whose every field is `not_editable` is a 409 naming them; anything else as usual.
+fn upsert_error(e: leeway_persistence::StoreError) -> ApiError {
+    match e {
+        leeway_persistence::StoreError::Domain(leeway_domain::DomainError::Invalid(errors))
+            if !errors.is_empty() && errors.iter().all(|f| f.code == "not_editable") =>
+        {
+            ApiError::locked(errors)
+        }
+        other => other.into(),
+    }
+}
+
+/// Create or update the exception holding an external reference: how ServiceNow and Jira push
+/// their records.
+///
+/// The body is a create body (`POST /v1/exceptions`). When no exception holds
+/// (`system`, `external_id`), one is created with the reference added (201 + `Location`).
+/// When one does, the members sent are merged into it as far as its state allows (200); a
+/// member the state does not let change answers 409 `field_locked` naming it, and
+/// `"submit": true` submits a draft. The same body again changes nothing and writes no
+/// event. Roles: those that may create; `integration` may name `on_behalf_of`.
+#[utoipa::path(
+    tag = "exceptions",
+    security(("bearer" = [])),
+    request_body = CreateException,
+    params(
+        ("system" = String, Path, description = "e.g. `servicenow`, `jira`; 1..50 characters"),
+        ("external_id" = String, Path, description = "The record's id there, e.g. `RITM0012345`; 1..200 characters"),
+        IdempotencyHeader,
+    ),
+    responses(
+        (status = 200, description = "Updated, or unchanged", body = ExceptionView, headers(("ETag" = String))),
+        (status = 201, description = "Created", body = ExceptionView, headers(("Location" = String), ("ETag" = String))),
+        (status = 403, description = "Role cannot create or change it (`forbidden`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A member the state does not let change (`field_locked`), a reference held by an exception the caller cannot see or another reference taken (`duplicate_external_reference`), or a submit the state refuses (`invalid_transition`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (`validation_failed`), a covering limit (`limit_exceeded`), a duration beyond policy (`duration_exceeds_policy`), or a reused key (`idempotency_key_reused`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/exceptions/by-ref/{system}/{external_id}")]
+pub async fn upsert_by_ref(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    key: IdempotencyKey,
+    path: web::Path<(String, String)>,
+    body: JsonBody<UpsertException>,
+) -> Result<HttpResponse, ApiError> {
+    let (system, external_id) = path.into_inner();
+    let system = ref_part("system", &system, 50)?;
+    let external_id = ref_part("external_id", &external_id, 200)?;
+    let Upsert { mut new, mut patch } = body.value;
+    // the path's reference is the exception's, whatever the body lists
+    let held =
+        |refs: &[leeway_domain::record::ExternalRef]| refs.iter().any(|r| r.system == system && r.id == external_id);
+    if !held(&new.fields.external_refs) {
+        if new.fields.external_refs.len() >= 20 {
+            return Err(ApiError::validation(vec![leeway_domain::FieldError::new(
+                "external_refs",
+                "too_many",
+                "at most 20, counting the reference in the path",
+            )]));
+        }
+        new.fields.external_refs.push(leeway_domain::record::ExternalRef {
+            system: system.clone(),
+            id: external_id.clone(),
+            url: None,
+        });
+    }
+    if let Some(Some(refs)) = &mut patch.external_refs
+        && !held(refs)
+    {
+        refs.push(leeway_domain::record::ExternalRef { system: system.clone(), id: external_id.clone(), url: None });
+    }
+    let claim = claim(&req, &caller, &key, &body.digest);
+    let now = state.clock.now();
+    let request_id = current_request_id();
+    let st = state.clone();
+    let c = caller.clone();
+    let (outcome, created) = web::block(move || {
+        let ctx = CallContext { actor: &c.0, request_id: request_id.as_deref(), now };
+        let dctx = Ctx { actor: &c.0, policy: &st.policy, now };
+        // a concurrent upsert of the same reference may create it between the lookup and the
+        // create: the create is then refused, and the second round updates
+        for _ in 0..2 {
+            let Some(id) = st.store.find_by_ref(&system, &external_id)? else {
+                let eid = ExceptionId(Uuid::now_v7());
+                let created = st.store.create(
+                    ctx,
+                    claim.as_ref(),
+                    |k, facts| Ok(workflow::create(&dctx, eid, k, new.clone(), &mut Uuid::now_v7, facts)?),
+                    |e| respond(&st, &c, now, e, StatusCode::CREATED),
+                );
+                match created {
+                    Err(leeway_persistence::StoreError::DuplicateExternalRef { system: s, id: i, .. })
+                        if s == system && i == external_id =>
+                    {
+                        continue;
+                    }
+                    other => return other.map(|o| (o, true)),
+                }
+            };
+            let updated = st.store.mutate(
+                ctx,
+                ExceptionRef::Id(id),
+                None,
+                claim.as_ref(),
+                |e, facts| {
+                    let locked = unmergeable(e, &new);
+                    if !locked.is_empty() {
+                        return Err(leeway_domain::DomainError::Invalid(locked).into());
+                    }
+                    let fields = leeway_domain::record::Fields::parse(&e.fields.to_input().patched(patch.clone()))
+                        .map_err(leeway_domain::DomainError::Invalid)?;
+                    let submit = new.submit && e.status() == leeway_domain::Status::Draft;
+                    let mut change = if e.fields.diff(&fields).is_empty() {
+                        // an identical repeat: nothing happens, nothing is written
+                        workflow::Change { after: e.clone(), happened: Vec::new() }
+                    } else {
+                        workflow::apply(e, &dctx, Operation::Update(patch.clone()), facts)?
+                    };
+                    if submit {
+                        let then = workflow::apply(&change.after, &dctx, Operation::Submit, facts)?;
+                        change.happened.extend(then.happened);
+                        change.after = then.after;
+                    }
+                    Ok(change)
+                },
+                |e| respond(&st, &c, now, e, StatusCode::OK),
+            );
+            return match updated {
+                // the holder is not visible to the caller: the reference is taken
+                Err(leeway_persistence::StoreError::NotFound) => {
+                    Err(leeway_persistence::StoreError::DuplicateExternalRef {
+                        system: system.clone(),
+                        id: external_id.clone(),
+                        holder: None,
+                    })
+                }
+                other => other.map(|o| (o, false)),
+            };
+        }
+        Err(leeway_persistence::StoreError::DuplicateExternalRef {
+            system: system.clone(),
+            id: external_id.clone(),
+            holder: None,
+        })
+    })
+    .await?
+    .map_err(upsert_error)?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(match outcome {
+        Outcome::Done(e) => to_http(respond(&state, &caller, now, &e, status), false),
+        Outcome::Replayed(r) => to_http(r, true),
+    })
+}

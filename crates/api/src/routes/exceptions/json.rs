@@ -54,7 +54,7 @@ fn threat_vectors_schema() -> ArrayBuilder {
 
 /// Absent is `None`; `null` is `Some(None)`: a merge patch tells them apart.
 #[expect(clippy::option_option, reason = "absent, null and a value are three things in a merge patch")]
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -241,6 +241,48 @@ impl Wire for CreateException {
             submit: self.submit && !self.emergency,
         });
         e.finish(parsed)
+    }
+}
+
+/// The body of `PUT /v1/exceptions/by-ref/{system}/{external_id}`: a create body, which
+/// creates the exception or is merged into the one holding the reference.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct UpsertException(pub CreateException);
+
+/// A parsed upsert: the exception to create, and the same body as a merge patch of the
+/// members sent.
+#[derive(Debug, Clone)]
+pub struct Upsert {
+    /// For a create.
+    pub new: NewException,
+    /// For an update: only the members present.
+    pub patch: FieldsPatch,
+}
+
+impl Wire for UpsertException {
+    type Parsed = Upsert;
+    fn parse(self) -> Result<Upsert, Vec<FieldError>> {
+        let f = self.0.fields();
+        let patch = FieldsPatch {
+            title: f.title.map(Some),
+            category: f.category.map(Some),
+            policy_id: f.policy_id.map(Some),
+            control_ids: f.control_ids.map(Some),
+            assets: f.assets.map(Some),
+            business_unit: f.business_unit.map(Some),
+            justification: f.justification.map(Some),
+            business_impact: f.business_impact.map(Some),
+            risk_owner: f.risk_owner.map(Some),
+            priority: f.priority.map(Some),
+            starts_at: f.starts_at.map(Some),
+            expires_at: f.expires_at.map(Some),
+            remediation_plan: f.remediation_plan.map(Some),
+            remediation_due: f.remediation_due.map(Some),
+            external_refs: f.external_refs.map(Some),
+            tags: f.tags.map(Some),
+        };
+        Ok(Upsert { new: self.0.parse()?, patch })
     }
 }
 

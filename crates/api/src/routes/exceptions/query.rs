@@ -50,7 +50,7 @@ fn bad(param: &str, detail: impl std::fmt::Display) -> ApiError {
     ApiError::query(param, detail)
 }
 
-fn time(param: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
+pub(crate) fn time(param: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
     let t = DateTime::parse_from_rfc3339(v)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| bad(param, "must be an RFC 3339 date-time with a time zone, e.g. 2026-01-31T09:00:00Z"))?;
@@ -58,7 +58,7 @@ fn time(param: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
 }
 
 /// A filter value as the contract states it: 1..200 characters, no NUL; matched exactly.
-fn text(param: &str, v: &str) -> Result<String, ApiError> {
+pub(crate) fn text(param: &str, v: &str) -> Result<String, ApiError> {
     if v.is_empty() || v.chars().count() > 200 || v.contains('\0') {
         return Err(bad(param, "must be 1..200 characters without NUL"));
     }

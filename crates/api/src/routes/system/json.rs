@@ -64,6 +64,8 @@ pub struct PolicyView {
     pub controls_failed_grace_days: u32,
     /// Covering-exception limits per business unit.
     pub business_unit_limits: std::collections::BTreeMap<String, u32>,
+    /// Seconds between a failed webhook delivery's retries; after the last, it is `failed`.
+    pub webhook_retry_schedule_seconds: Vec<u32>,
     /// Only verified controls reduce risk: effectiveness -> reduction, and the floor of the
     /// remaining fraction.
     pub control_reduction: std::collections::BTreeMap<String, f64>,
@@ -98,6 +100,7 @@ impl From<&ApprovalPolicy> for PolicyView {
             reminder_lifetime_percent: p.reminder_lifetime_percent,
             controls_failed_grace_days: p.controls_failed_grace_days,
             business_unit_limits: p.business_unit_limits.clone(),
+            webhook_retry_schedule_seconds: p.webhook_retry_schedule_seconds.clone(),
             control_reduction: leeway_domain::kinds::Effectiveness::ALL
                 .iter()
                 .map(|e| (e.as_str().to_owned(), f64::from(e.reduction_percent()) / 100.0))

@@ -1,0 +1,11 @@
+DROP TRIGGER exceptions_coverage_update;
+DROP TRIGGER exceptions_coverage_insert;
+DROP TABLE coverage_periods;
+DROP TABLE webhook_deliveries;
+DROP TABLE webhooks;
+DROP TABLE feed_state;
+DROP INDEX audit_events_unnumbered;
+DROP INDEX audit_events_feed;
+CREATE INDEX audit_events_feed ON audit_events (seq) WHERE event_type IS NOT NULL;
+ALTER TABLE audit_events DROP COLUMN snapshot;
+ALTER TABLE audit_events DROP COLUMN feed_seq;
