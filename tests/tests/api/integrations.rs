@@ -386,3 +386,47 @@ fn diesel_count(app: &TestApp, sql: &str) -> Vec<Count> {
     let mut c = PgConnection::establish(&app.database_url).unwrap();
     diesel::sql_query(sql).load(&mut c).unwrap()
 }
+
+/// Two nodes' workers over one PostgreSQL, running at once: every event reaches the receiver,
+/// and no attempt is sent by both.
+#[tokio::test]
+async fn two_workers_never_send_the_same_attempt() {
+    let app = spawn().await;
+    if !app.database_url.starts_with("postgres") {
+        return;
+    }
+    let cast = Cast::new(&app);
+    let receiver = Receiver::start().await;
+    subscribe(&app, &receiver.url, None).await;
+    let ids = futures_util::future::join_all((0..15).map(|_| app.create(&cast, json!({"submit": true})))).await;
+    let node = || {
+        let store = leeway_persistence::Store::connect(&app.database_url, 4).unwrap();
+        leeway_api::delivery::Deliverer::new(store, app.policy.clone(), app.clock.clone(), true).unwrap()
+    };
+    let (a, b) = (node(), node());
+    let run = |d: leeway_api::delivery::Deliverer| async move {
+        let mut attempted = 0;
+        for _ in 0..5 {
+            attempted += d.run_once().await.unwrap().attempted;
+        }
+        attempted
+    };
+    let (by_a, by_b) = tokio::join!(run(a), run(b));
+    app.deliver().await;
+    let received = receiver.received();
+    assert_eq!(received.len(), ids.len() * 2, "every event once (a: {by_a}, b: {by_b})");
+    let mut once: Vec<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
+    once.sort_unstable();
+    once.dedup();
+    assert_eq!(once.len(), received.len(), "an attempt was sent twice");
+    // and per exception in order
+    for id in &ids {
+        let mine: Vec<String> = received
+            .iter()
+            .map(Received::json)
+            .filter(|b| b["data"]["id"] == id.as_str())
+            .map(|b| b["type"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(mine, ["exception.created", "exception.submitted"]);
+    }
+}

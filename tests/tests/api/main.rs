@@ -5,6 +5,7 @@
 
 mod auth;
 mod conventions;
+mod coverage;
 mod governance;
 mod hardening;
 mod intake;
@@ -15,4 +16,5 @@ mod review;
 mod risk;
 mod statements;
 mod trail;
+mod upsert;
 mod visibility;
