@@ -8,11 +8,12 @@
 # 1. Two PostgreSQL databases get Leeway's schema and the same `leeway seed` data: one for
 #    the ceilings, one for Leeway.
 # 2. Ceilings: pgbench (8 clients, 2 threads) runs the bare work behind each scenario on the
-#    ceiling database: a 1-row INSERT of an exception row, a SELECT of one row by key, a page
-#    of 10 rows by index. Same tables, same indexes and triggers, same rows: what PostgreSQL
+#    ceiling database: a 1-row INSERT of an exception row, a SELECT of one row by key, the
+#    coverage periods of one asset and of 100, a page of 10 rows by index. Same tables, same indexes and triggers, same rows: what PostgreSQL
 #    itself does for the same work.
 # 3. Leeway: a release `leeway serve` on the seeded database of each backend, driven over
-#    loopback by wrk (2 threads, 8 connections): create + submit, GET by key, list pages.
+#    loopback by wrk (2 threads, 8 connections): create + submit, GET by key, coverage of one
+#    asset and of 100, list pages.
 # 4. Ceilings again. Each scenario is printed as a ratio to the mean of the two ceiling runs,
 #    with p50/p99 and the server's peak RSS under load. The machine is shared and noisy:
 #    only ratios from one run mean anything. For comparison with older runs, each is also
@@ -66,6 +67,20 @@ cat > "$work/insert.sql" <<SQL
 INSERT INTO exceptions (id, key_num, external_refs, $cols)
   SELECT gen_random_uuid()::text, nextval('exception_keys'), '[]', $cols FROM exceptions WHERE key_num = :k;
 SQL
+# coverage: the periods of one asset, and of 100, in force now
+cat > "$work/coverage.sql" <<'SQL'
+\set a random(1, 10000)
+SELECT asset, exception_id, key_num, status, residual_level, expires_at, control_id FROM coverage_periods
+ WHERE asset = 'asset-' || lpad(:a::text, 5, '0') AND held_from <= now() AND (held_until IS NULL OR held_until > now())
+   AND (starts_at IS NULL OR starts_at <= now()) AND expires_at > now() ORDER BY asset, key_num, control_id;
+SQL
+cat > "$work/coverage100.sql" <<'SQL'
+SELECT asset, exception_id, key_num, status, residual_level, expires_at, control_id FROM coverage_periods
+ WHERE asset = ANY (ARRAY(SELECT 'asset-' || lpad((1 + floor(random() * 10000))::int::text, 5, '0')
+                          FROM generate_series(1, 100)))
+   AND held_from <= now() AND (held_until IS NULL OR held_until > now())
+   AND (starts_at IS NULL OR starts_at <= now()) AND expires_at > now() ORDER BY asset, key_num, control_id;
+SQL
 cat > "$work/page.sql" <<'SQL'
 SELECT * FROM exceptions WHERE status = 'submitted' ORDER BY created_at, id LIMIT 10;
 SQL
@@ -99,7 +114,7 @@ tps() {
 }
 declare -A ceiling
 measure_ceilings() {
-  for w in insert select page bare-insert bare-select bare-page; do
+  for w in insert select page coverage coverage100 bare-insert bare-select bare-page; do
     local r t; r=$(tps "$w"); t=${r%%|*}
     ceiling["$w"]=$(( ${ceiling["$w"]:-0} + t ))
     printf '  pgbench %-11s %8s tps  %s\n' "$w" "$t" "${r#*|}"
@@ -149,6 +164,8 @@ for backend in $BACKENDS; do
   sampler=$!
   run "$backend" "create + submit" insert -s bench/create.lua "$base"
   run "$backend" "get by key" select -s bench/get.lua -H "Authorization: Bearer $OFFICER" "$base"
+  run "$backend" "coverage, one asset" coverage -s bench/coverage.lua -H "Authorization: Bearer $OFFICER" "$base"
+  run "$backend" "coverage batch of 100 assets" coverage100 -s bench/coverage_batch.lua -H "Authorization: Bearer $OFFICER" "$base"
   run "$backend" "list 10, filtered by status" page -H "Authorization: Bearer $OFFICER" "$base/v1/exceptions?status=submitted&limit=10"
   deep=$(curl -s "$base/v1/exceptions?status=submitted&limit=500" -H "Authorization: Bearer $OFFICER" | sed -E 's/.*"next_cursor":"([^"]+)".*/\1/')
   run "$backend" "list 10, deep cursor" page -H "Authorization: Bearer $OFFICER" "$base/v1/exceptions?status=submitted&limit=10&cursor=$deep"
@@ -178,5 +195,6 @@ while IFS='|' read -r backend name against rps p50 p99 bad; do
   c=$(( ${ceiling[$against]:-0} / 2 )); b=$(( ${ceiling["bare-$against"]:-0} / 2 ))
   ratio=$(awk -v r="$rps" -v c="$c" 'BEGIN { printf "%.3f", (c > 0 ? r / c : 0) }')
   bare=$(awk -v r="$rps" -v c="$b" 'BEGIN { printf "%.3f", (c > 0 ? r / c : 0) }')
-  echo "| $backend | $name | $rps | $p50 | $p99 | $against $c tps | $ratio | $b tps | $bare |"
+  [ "$b" -gt 0 ] && b="$b tps" || { b="-"; bare="-"; }
+  echo "| $backend | $name | $rps | $p50 | $p99 | $against $c tps | $ratio | $b | $bare |"
 done <"$results"

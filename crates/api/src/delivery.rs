@@ -60,11 +60,21 @@ pub fn blocked(ip: IpAddr) -> bool {
                 return blocked(IpAddr::V4(v4));
             }
             let s = v6.segments();
+            // IPv4-compatible (::a.b.c.d, deprecated) and 6to4 (2002:a.b.c.d::) embed an IPv4
+            // address a relay may reach
+            let embedded = |hi: u16, lo: u16| std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+            if s[..6].iter().all(|x| *x == 0) && !v6.is_loopback() && !v6.is_unspecified() {
+                return blocked(IpAddr::V4(embedded(s[6], s[7])));
+            }
+            if s[0] == 0x2002 && blocked(IpAddr::V4(embedded(s[1], s[2]))) {
+                return true;
+            }
             v6.is_unspecified()
                 || v6.is_loopback()
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
                 || (s[0] == 0x2001 && s[1] == 0xdb8)
                 || (s[0] == 0x64 && s[1] == 0xff9b)
         }
@@ -97,11 +107,11 @@ pub async fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, S
     if addrs.is_empty() {
         return Err(format!("{host} does not resolve"));
     }
-    if let Some(a) = addrs.iter().find(|a| blocked(a.ip())) {
+    // the address is not told: the answer must not map internal names for the caller
+    if addrs.iter().any(|a| blocked(a.ip())) {
         return Err(format!(
-            "{host} resolves to {}, a loopback, private, link-local or metadata address \
-             (LEEWAY_WEBHOOK_ALLOW_PRIVATE=true allows it)",
-            a.ip()
+            "{host} is or resolves to a loopback, private, link-local or metadata address \
+             (LEEWAY_WEBHOOK_ALLOW_PRIVATE=true allows it)"
         ));
     }
     Ok(url)
@@ -126,24 +136,26 @@ impl reqwest::dns::Resolve for GuardedResolver {
 }
 
 /// The payload of an event: `{type, timestamp, data}`, where `data` is the exception as an
-/// auditor reads it at that event, plus `event_seq`.
-pub fn payload(event: &FeedEvent, policy: &ApprovalPolicy) -> Value {
-    serde_json::json!({
+/// auditor reads it at that event, plus `event_seq`; `None` when it cannot be rendered.
+pub fn payload(event: &FeedEvent, policy: &ApprovalPolicy) -> Option<Value> {
+    Some(serde_json::json!({
         "type": event.event_type,
         "timestamp": event.at.to_rfc3339_opts(SecondsFormat::Micros, true),
-        "data": data(event, policy),
-    })
+        "data": data(event, policy)?,
+    }))
 }
 
-/// The exception at the event, as an auditor reads it, plus `event_seq`.
-pub fn data(event: &FeedEvent, policy: &ApprovalPolicy) -> Value {
+/// The exception at the event, as an auditor reads it, plus `event_seq`; `None` when the
+/// stored exception does not read.
+pub fn data(event: &FeedEvent, policy: &ApprovalPolicy) -> Option<Value> {
+    let e = event.exception.as_ref().ok()?;
     let auditor = Actor { subject: Subject::system(), roles: vec![Role::Auditor], business_unit: None };
-    let view = ExceptionView::render(&event.exception, &auditor, policy, event.at);
-    let mut data = serde_json::to_value(&view).unwrap_or(Value::Null);
+    let view = ExceptionView::render(e, &auditor, policy, event.at);
+    let mut data = serde_json::to_value(&view).ok()?;
     if let Value::Object(m) = &mut data {
         m.insert("event_seq".into(), event.seq.into());
     }
-    data
+    Some(data)
 }
 
 /// What one pass did.
@@ -165,6 +177,7 @@ pub struct Deliverer {
     clock: Arc<dyn Clock>,
     client: reqwest::Client,
     owner: String,
+    allow_private: bool,
 }
 
 impl Deliverer {
@@ -188,15 +201,40 @@ impl Deliverer {
         }
         let client = builder.build().map_err(|e| format!("cannot build the webhook client: {e}"))?;
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
-        Ok(Self { store, policy: Arc::new(policy), clock, client, owner: owner.chars().take(64).collect() })
+        Ok(Self {
+            store,
+            policy: Arc::new(policy),
+            clock,
+            client,
+            owner: owner.chars().take(64).collect(),
+            allow_private,
+        })
     }
 
     /// Numbers new events, then sends every due delivery, a claim at a time.
     pub async fn run_once(&self) -> Result<Pass, StoreError> {
+        let numbered = self.number().await?;
+        let mut pass = self.send_due().await?;
+        pass.numbered = numbered;
+        Ok(pass)
+    }
+
+    /// Numbers the events committed so far into the feed (and makes their deliveries).
+    async fn number(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let (store, now) = (self.store.clone(), self.clock.now());
+            let n = blocking(move || store.number_feed(now)).await?;
+            total += n;
+            if n < usize::try_from(leeway_persistence::NUMBER_BATCH).unwrap_or(usize::MAX) {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Sends every due delivery, a claim at a time.
+    async fn send_due(&self) -> Result<Pass, StoreError> {
         let mut pass = Pass::default();
-        let now = self.clock.now();
-        let store = self.store.clone();
-        pass.numbered = blocking(move || store.number_feed(now)).await?;
         // each round sends the earliest pending delivery of each (subscription, exception);
         // the next round, what followed those that succeeded
         for _ in 0..MAX_ROUNDS {
@@ -231,9 +269,10 @@ impl Deliverer {
         };
         let tries = usize::try_from(c.delivery.tries).unwrap_or(0).saturating_add(1);
         let gone = response_status == Some(410);
+        let unreadable = c.event.exception.is_err();
         let next = match response_status {
             Some(s) if (200..300).contains(&s) => Next::Succeeded,
-            _ if gone => Next::Failed,
+            _ if gone || unreadable => Next::Failed,
             _ => match self.policy.webhook_retry_schedule_seconds.get(tries - 1) {
                 Some(wait) => Next::RetryAt(
                     at.checked_add_signed(chrono::Duration::seconds(i64::from(*wait)))
@@ -262,10 +301,23 @@ impl Deliverer {
 
     /// POSTs the signed event; the receiver's status, and what went wrong if it was not 2xx.
     async fn send(&self, c: &Claimed, at: DateTime<Utc>) -> (Option<u16>, Option<String>) {
-        let body = match serde_json::to_vec(&payload(&c.event, &self.policy)) {
-            Ok(b) => b,
-            Err(e) => return (None, Some(format!("cannot serialize the event: {e}"))),
+        let body = match payload(&c.event, &self.policy).map(|p| serde_json::to_vec(&p)) {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => return (None, Some(format!("cannot serialize the event: {e}"))),
+            None => {
+                let why = c.event.exception.as_ref().err().cloned().unwrap_or_default();
+                return (None, Some(format!("the event cannot be rendered: {why}")));
+            }
         };
+        // an address literal never meets the resolver that guards names
+        if !self.allow_private
+            && let Ok(url) = reqwest::Url::parse(&c.url)
+            && let Some(host) = url.host_str()
+            && let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>()
+            && blocked(ip)
+        {
+            return (None, Some("the URL names a private address; refused".into()));
+        }
         let timestamp = at.timestamp();
         let signature = match standardwebhooks::Webhook::new(&c.secret)
             .and_then(|w| w.sign(&c.delivery.event_id, timestamp, &body))
@@ -341,7 +393,16 @@ async fn read_capped(mut res: reqwest::Response) -> String {
             break;
         }
     }
-    String::from_utf8_lossy(&kept).into_owned()
+    let mut text = String::from_utf8_lossy(&kept).into_owned();
+    // replacement characters may have made it longer than the bytes kept
+    if text.len() > RESPONSE_KEPT {
+        let mut at = RESPONSE_KEPT;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+    }
+    text
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -359,4 +420,38 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Connect(format!("worker thread: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_and_reserved_addresses_are_blocked_in_every_form() {
+        for a in [
+            "127.0.0.1",
+            "10.0.0.8",
+            "172.16.4.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "fec0::1",
+            "::ffff:10.0.0.1",
+            "::169.254.169.254",
+            "2002:a00:1::",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(blocked(a.parse().unwrap_or_else(|_| panic!("{a}"))), "{a} must be blocked");
+        }
+        for a in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "2002:5db8:d822::1"] {
+            assert!(!blocked(a.parse().unwrap_or_else(|_| panic!("{a}"))), "{a} is public");
+        }
+    }
 }

@@ -3,10 +3,11 @@
 //!
 //! An event's `seq` is taken while its transaction runs, so a transaction holding seq 10 can
 //! commit after one holding seq 11 was read. The feed therefore pages by `feed_seq`, handed
-//! out after commit by [`Store::number_feed`]: on PostgreSQL only to events whose transaction
-//! is older than every transaction still running (`leeway_number_feed`, see the migration), on
-//! SQLite, whose writers commit one after another, in `seq` order. The numbering also makes
-//! each webhook subscription's deliveries, in the same transaction.
+//! out after commit by [`Store::number_feed`], one numbering at a time: on PostgreSQL under
+//! `feed_state`'s row lock (`leeway_number_feed`, see the migration), so readers see a prefix
+//! of the positions and a late commit gets the next one; on SQLite, whose writers commit one
+//! after another, in `seq` order. The numbering also makes each webhook subscription's
+//! deliveries, in the same transaction.
 
 use std::collections::HashMap;
 
@@ -32,9 +33,12 @@ pub struct FeedEvent {
     pub event_id: String,
     /// When it happened.
     pub at: DateTime<Utc>,
+    /// The exception's id.
+    pub exception_id: String,
     /// The exception as it was after the change; for events written before snapshots were
-    /// kept (an upgrade, `leeway seed`), as it is now.
-    pub exception: Exception,
+    /// kept (an upgrade, `leeway seed`), or whose snapshot no longer reads, as it is now.
+    /// `Err` (why) when neither reads: the event is still listed, without its data.
+    pub exception: Result<Exception, String>,
 }
 
 /// An event just numbered.
@@ -138,31 +142,50 @@ pub(crate) fn by_audit_seq(conn: &mut Db, seqs: &[i64]) -> Result<HashMap<i64, F
     Ok(audit.into_iter().zip(events(conn, rows)?).collect())
 }
 
-/// Turns audit rows into events, loading the current row of any that has no snapshot.
+/// Turns audit rows into events, loading the current row of any that has no snapshot (or one
+/// that no longer reads). One event that cannot be read does not take the others with it.
 fn events(conn: &mut Db, rows: Vec<EventRow>) -> Result<Vec<FeedEvent>, StoreError> {
-    let missing: Vec<&str> = rows.iter().filter(|r| r.6.is_none()).map(|r| r.5.as_str()).collect();
+    let decoded: Vec<Option<Result<Exception, StoreError>>> = rows
+        .iter()
+        .map(|r| {
+            r.6.as_deref().map(|s| {
+                serde_json::from_str::<ExceptionRow>(s).map_err(StoreError::corrupt).and_then(ExceptionRow::into_domain)
+            })
+        })
+        .collect();
+    let missing: Vec<&str> =
+        rows.iter().zip(&decoded).filter(|(_, d)| !matches!(d, Some(Ok(_)))).map(|(r, _)| r.5.as_str()).collect();
     let mut current: HashMap<String, ExceptionRow> = HashMap::new();
     if !missing.is_empty() {
         let loaded: Vec<ExceptionRow> =
             exceptions::table.filter(exceptions::id.eq_any(&missing)).select(ExceptionRow::as_select()).load(conn)?;
         current = loaded.into_iter().map(|r| (r.id.0.0.to_string(), r)).collect();
     }
-    rows.into_iter()
-        .map(|(feed_seq, _, event_type, event_id, at, exception_id, snapshot)| {
-            let row = match snapshot {
-                Some(s) => serde_json::from_str::<ExceptionRow>(&s).map_err(StoreError::corrupt)?,
-                None => current
-                    .get(&exception_id)
-                    .cloned()
-                    .ok_or_else(|| StoreError::corrupt(format!("event of missing exception {exception_id}")))?,
+    Ok(rows
+        .into_iter()
+        .zip(decoded)
+        .map(|((feed_seq, seq, event_type, event_id, at, exception_id, _), snapshot)| {
+            let exception = match snapshot {
+                Some(Ok(e)) => Ok(e),
+                other => {
+                    if let Some(Err(e)) = other {
+                        tracing::error!(audit_seq = seq, error = %e, "an event's snapshot does not read; showing the exception as it is now");
+                    }
+                    match current.get(&exception_id).cloned().map(ExceptionRow::into_domain) {
+                        Some(Ok(e)) => Ok(e),
+                        Some(Err(e)) => Err(format!("the exception does not read: {e}")),
+                        None => Err("the exception is missing".to_owned()),
+                    }
+                }
             };
-            Ok(FeedEvent {
+            FeedEvent {
                 seq: feed_seq.unwrap_or_default(),
-                event_type: event_type.ok_or_else(|| StoreError::corrupt("an event without a type"))?,
-                event_id: event_id.ok_or_else(|| StoreError::corrupt("an event without an id"))?,
+                event_type: event_type.unwrap_or_default(),
+                event_id: event_id.unwrap_or_default(),
                 at: utc(at),
-                exception: row.into_domain()?,
-            })
+                exception_id,
+                exception,
+            }
         })
-        .collect()
+        .collect())
 }

@@ -39,7 +39,7 @@ mod write;
 pub use connection::{Backend, Db, Store};
 pub use coverage::Covering;
 pub use error::StoreError;
-pub use feed::FeedEvent;
+pub use feed::{FeedEvent, NUMBER_BATCH};
 pub use idempotency::{IDEMPOTENCY_WINDOW_HOURS, IdempotencyClaim, Outcome, StoredResponse};
 pub use list::{ListQuery, Page, Sort, Visibility};
 pub use repository::CallContext;

@@ -174,7 +174,20 @@ pub struct DeliveryQuery {
 }
 
 /// Most attempts kept in a delivery's log (the first ones and the latest).
-const ATTEMPTS_KEPT: usize = 32;
+const ATTEMPTS_KEPT: usize = 16;
+/// What an earlier attempt keeps of its error, in bytes.
+const EARLIER_ERROR_KEPT: usize = 512;
+
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut at = max;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+    }
+}
 
 /// Makes the deliveries of just-numbered events (inside the numbering transaction).
 pub(crate) fn fan_out(conn: &mut Db, numbered: &[Numbered], now: NaiveDateTime) -> Result<(), StoreError> {
@@ -228,6 +241,49 @@ pub(crate) fn fan_out(conn: &mut Db, numbered: &[Numbered], now: NaiveDateTime) 
     Ok(())
 }
 
+/// The columns a change writes; `None` leaves one as it is.
+#[derive(AsChangeset)]
+#[diesel(table_name = webhooks)]
+struct WebhookSet {
+    url: Option<String>,
+    event_types: Option<Option<String>>,
+    enabled: Option<bool>,
+    disabled_reason: Option<Option<String>>,
+    description: Option<Option<String>>,
+    updated_at: NaiveDateTime,
+}
+
+/// Far in the future: when the pending deliveries of a disabled subscription are due, so that
+/// claims never walk them.
+fn parked() -> NaiveDateTime {
+    chrono::NaiveDate::from_ymd_opt(9999, 12, 31).and_then(|d| d.and_hms_opt(0, 0, 0)).unwrap_or_default()
+}
+
+/// A disabled subscription's pending deliveries wait out of the claims' way.
+fn park(conn: &mut Db, webhook_id: &str) -> Result<(), StoreError> {
+    diesel::update(
+        webhook_deliveries::table
+            .filter(webhook_deliveries::webhook_id.eq(webhook_id))
+            .filter(webhook_deliveries::status.eq("pending")),
+    )
+    .set(webhook_deliveries::next_attempt_at.eq(parked()))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Enabled again: its pending deliveries are due now.
+fn unpark(conn: &mut Db, webhook_id: &str, now: NaiveDateTime) -> Result<(), StoreError> {
+    diesel::update(
+        webhook_deliveries::table
+            .filter(webhook_deliveries::webhook_id.eq(webhook_id))
+            .filter(webhook_deliveries::status.eq("pending"))
+            .filter(webhook_deliveries::next_attempt_at.eq(parked())),
+    )
+    .set(webhook_deliveries::next_attempt_at.eq(now))
+    .execute(conn)?;
+    Ok(())
+}
+
 #[derive(QueryableByName)]
 struct ClaimedId {
     #[diesel(sql_type = Text)]
@@ -270,7 +326,8 @@ impl Store {
         Ok(w)
     }
 
-    /// Applies `change` to a subscription (of `owner`, when given).
+    /// Applies `change` to a subscription (of `owner`, when given): only the members sent
+    /// are written, so a change never undoes one made meanwhile (the worker disabling it).
     pub fn update_webhook(
         &self,
         id: &str,
@@ -278,35 +335,32 @@ impl Store {
         change: &WebhookChange,
         now: DateTime<Utc>,
     ) -> Result<Webhook, StoreError> {
-        let mut w = self.webhook(id, owner)?;
-        if let Some(u) = &change.url {
-            w.url.clone_from(u);
-        }
-        if let Some(t) = &change.event_types {
-            w.event_types = t.as_ref().map(|t| serde_json::to_string(t)).transpose().map_err(StoreError::corrupt)?;
-        }
-        if let Some(e) = change.enabled {
-            w.enabled = e;
-            if e {
-                w.disabled_reason = None;
+        self.webhook(id, owner)?;
+        let event_types = match &change.event_types {
+            Some(t) => Some(t.as_ref().map(serde_json::to_string).transpose().map_err(StoreError::corrupt)?),
+            None => None,
+        };
+        let set = WebhookSet {
+            url: change.url.clone(),
+            event_types,
+            enabled: change.enabled,
+            // enabling clears why Leeway disabled it
+            disabled_reason: (change.enabled == Some(true)).then_some(None),
+            description: change.description.clone(),
+            updated_at: naive(now),
+        };
+        let mut pooled = self.conn()?;
+        let conn: &mut Db = &mut pooled;
+        self.write_transaction(conn, |conn| {
+            diesel::update(webhooks::table.filter(webhooks::id.eq(id))).set(&set).execute(conn)?;
+            match change.enabled {
+                Some(false) => park(conn, id)?,
+                Some(true) => unpark(conn, id, naive(now))?,
+                None => {}
             }
-        }
-        if let Some(d) = &change.description {
-            w.description.clone_from(d);
-        }
-        w.updated_at = naive(now);
-        let mut conn = self.conn()?;
-        diesel::update(webhooks::table.filter(webhooks::id.eq(id)))
-            .set((
-                webhooks::url.eq(&w.url),
-                webhooks::event_types.eq(&w.event_types),
-                webhooks::enabled.eq(w.enabled),
-                webhooks::disabled_reason.eq(&w.disabled_reason),
-                webhooks::description.eq(&w.description),
-                webhooks::updated_at.eq(w.updated_at),
-            ))
-            .execute(&mut conn)?;
-        Ok(w)
+            Ok::<_, StoreError>(())
+        })?;
+        self.webhook(id, owner)
     }
 
     /// Replaces a subscription's secret.
@@ -341,15 +395,19 @@ impl Store {
 
     /// Disables a subscription on Leeway's own initiative (`reason`: `gone`).
     pub fn disable_webhook(&self, id: &str, reason: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        diesel::update(webhooks::table.filter(webhooks::id.eq(id)))
-            .set((
-                webhooks::enabled.eq(false),
-                webhooks::disabled_reason.eq(reason),
-                webhooks::updated_at.eq(naive(now)),
-            ))
-            .execute(&mut conn)?;
-        Ok(())
+        let mut pooled = self.conn()?;
+        let conn: &mut Db = &mut pooled;
+        self.write_transaction(conn, |conn| {
+            diesel::update(webhooks::table.filter(webhooks::id.eq(id)))
+                .set((
+                    webhooks::enabled.eq(false),
+                    webhooks::disabled_reason.eq(reason),
+                    webhooks::updated_at.eq(naive(now)),
+                ))
+                .execute(conn)?;
+            park(conn, id)?;
+            Ok::<_, StoreError>(())
+        })
     }
 
     /// A subscription's deliveries in feed order.
@@ -389,6 +447,10 @@ impl Store {
         if exists.status != "failed" {
             return Ok(None);
         }
+        let enabled: bool =
+            webhooks::table.filter(webhooks::id.eq(webhook_id)).select(webhooks::enabled).first(&mut conn)?;
+        // a disabled subscription's delivery waits until it is enabled again
+        let due = if enabled { naive(now) } else { parked() };
         let n = diesel::update(
             webhook_deliveries::table
                 .filter(webhook_deliveries::id.eq(delivery_id))
@@ -398,7 +460,7 @@ impl Store {
             webhook_deliveries::status.eq("pending"),
             // one more attempt: if it fails, the delivery is failed again
             webhook_deliveries::tries.eq(last_try),
-            webhook_deliveries::next_attempt_at.eq(naive(now)),
+            webhook_deliveries::next_attempt_at.eq(due),
             webhook_deliveries::updated_at.eq(naive(now)),
         ))
         .execute(&mut conn)?;
@@ -408,7 +470,7 @@ impl Store {
         Ok(Some(Delivery {
             status: "pending".into(),
             tries: last_try,
-            next_attempt_at: naive(now),
+            next_attempt_at: due,
             updated_at: naive(now),
             ..exists
         }))
@@ -432,7 +494,8 @@ impl Store {
                  WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND w.enabled \
                  AND (d.lease_until IS NULL OR d.lease_until < $1) \
                  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.webhook_id = d.webhook_id \
-                   AND e.exception_id = d.exception_id AND e.status = 'pending' AND e.event_seq < d.event_seq) \
+                   AND e.exception_id = d.exception_id AND e.status = 'pending' AND e.id <> d.id \
+                   AND (e.event_seq < d.event_seq OR e.lease_until >= $1)) \
                  ORDER BY d.next_attempt_at, d.event_seq LIMIT $4";
             let claimed = match conn {
                 Db::Pg(pg) => diesel::sql_query(format!(
@@ -493,6 +556,12 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut log = claimed.attempt_log();
+        // the latest attempt keeps what the receiver said; earlier ones a line of it
+        for a in &mut log {
+            if let Some(e) = &mut a.error {
+                truncate(e, EARLIER_ERROR_KEPT);
+            }
+        }
         log.push(attempt);
         if log.len() > ATTEMPTS_KEPT {
             // keep the first attempts and the latest
@@ -520,6 +589,21 @@ impl Store {
             webhook_deliveries::updated_at.eq(naive(now)),
         ))
         .execute(&mut conn)?;
+        if n == 1
+            && let Next::RetryAt(t) = next
+        {
+            // what follows on the same exception waits with it, out of the claims' way
+            diesel::update(
+                webhook_deliveries::table
+                    .filter(webhook_deliveries::webhook_id.eq(&claimed.webhook_id))
+                    .filter(webhook_deliveries::exception_id.eq(&claimed.exception_id))
+                    .filter(webhook_deliveries::status.eq("pending"))
+                    .filter(webhook_deliveries::event_seq.gt(claimed.event_seq))
+                    .filter(webhook_deliveries::next_attempt_at.lt(naive(*t))),
+            )
+            .set(webhook_deliveries::next_attempt_at.eq(naive(*t)))
+            .execute(&mut conn)?;
+        }
         Ok(n == 1)
     }
 }

@@ -120,7 +120,8 @@ fn what_the_previous_release_wrote_survives_the_upgrade_and_its_chains_go_on() {
         // every old event is in the change feed, in its old order, and what covers today
         // covers in the history coverage is answered from
         let feed = store.feed(0, 1000).unwrap();
-        let mine: Vec<&str> = feed.iter().filter(|f| f.exception.id == e.id).map(|f| f.event_type.as_str()).collect();
+        let mine: Vec<&str> =
+            feed.iter().filter(|f| f.exception_id == e.id.to_string()).map(|f| f.event_type.as_str()).collect();
         assert_eq!(mine, events, "{backend}: the feed holds the old events");
         assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq), "{backend}");
         let covering = store.coverage(&["vpn-02.example.net"], Utc::now()).unwrap();

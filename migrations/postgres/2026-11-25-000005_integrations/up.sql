@@ -29,6 +29,10 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_base BIGINT;
 BEGIN
+    -- an idle pass locks nothing and writes nothing
+    IF NOT EXISTS (SELECT 1 FROM audit_events WHERE event_type IS NOT NULL AND feed_seq IS NULL) THEN
+        RETURN;
+    END IF;
     SELECT numbered INTO v_base FROM feed_state WHERE id = 1 FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
         RETURN;
@@ -43,7 +47,8 @@ BEGIN
             UPDATE audit_events a SET feed_seq = v_base + r.rn FROM ready r WHERE a.seq = r.seq
             RETURNING a.feed_seq, a.seq, a.event_type, a.exception_id
         ), moved AS (
-            UPDATE feed_state SET numbered = v_base + (SELECT count(*) FROM ready) WHERE id = 1
+            UPDATE feed_state SET numbered = v_base + (SELECT count(*) FROM ready)
+            WHERE id = 1 AND EXISTS (SELECT 1 FROM ready)
         )
         SELECT * FROM numbered ORDER BY 1;
 END $$;

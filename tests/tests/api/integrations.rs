@@ -12,10 +12,8 @@ use sha2::Sha256;
 /// Verifies a Standard Webhooks signature with a plain HMAC-SHA256, independent of the
 /// `standardwebhooks` crate the server signs with.
 fn signature_valid(secret: &str, r: &Received) -> bool {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.strip_prefix("whsec_").expect("a whsec_ secret"))
-        .expect("base64 secret");
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("an HMAC key");
+    let key = base64::engine::general_purpose::STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
     mac.update(format!("{}.{}.{}", r.header("webhook-id"), r.header("webhook-timestamp"), r.body).as_bytes());
     let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     r.header("webhook-signature").split(' ').any(|s| s == format!("v1,{expected}"))
@@ -89,8 +87,10 @@ async fn events_reach_the_receiver_signed_in_order_with_the_exception_as_it_was(
 
 #[tokio::test]
 async fn a_failing_receiver_is_retried_on_schedule_and_holds_back_later_events() {
-    let mut policy = leeway_domain::ApprovalPolicy::default();
-    policy.webhook_retry_schedule_seconds = vec![10, 20];
+    let policy = leeway_domain::ApprovalPolicy {
+        webhook_retry_schedule_seconds: vec![10, 20],
+        ..leeway_domain::ApprovalPolicy::default()
+    };
     let app = spawn_with(Options { policy: Some(policy), ..Options::default() }).await;
     let cast = Cast::new(&app);
     let receiver = Receiver::start().await;
@@ -140,8 +140,10 @@ async fn a_failing_receiver_is_retried_on_schedule_and_holds_back_later_events()
 
 #[tokio::test]
 async fn after_the_last_retry_a_delivery_fails_the_next_goes_and_a_retry_sends_it_again() {
-    let mut policy = leeway_domain::ApprovalPolicy::default();
-    policy.webhook_retry_schedule_seconds = vec![1];
+    let policy = leeway_domain::ApprovalPolicy {
+        webhook_retry_schedule_seconds: vec![1],
+        ..leeway_domain::ApprovalPolicy::default()
+    };
     let app = spawn_with(Options { policy: Some(policy), ..Options::default() }).await;
     let cast = Cast::new(&app);
     let receiver = Receiver::start().await;

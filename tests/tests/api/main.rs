@@ -12,6 +12,7 @@ mod intake;
 mod integrations;
 mod lifecycle;
 mod plans;
+mod recipes;
 mod review;
 mod risk;
 mod statements;

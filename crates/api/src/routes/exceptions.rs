@@ -708,9 +708,12 @@ pub async fn upsert_by_ref(
                     |e| respond(&st, &c, now, e, StatusCode::CREATED),
                 );
                 match created {
-                    Err(leeway_persistence::StoreError::DuplicateExternalRef { system: s, id: i, .. })
-                        if s == system && i == external_id =>
-                    {
+                    // taken meanwhile: if by the path's reference, the next round updates (the
+                    // refusal may name another of the body's references, so ask again)
+                    Err(e @ leeway_persistence::StoreError::DuplicateExternalRef { .. }) => {
+                        if st.store.find_by_ref(&system, &external_id)?.is_none() {
+                            return Err(e);
+                        }
                         continue;
                     }
                     other => return other.map(|o| (o, true)),
@@ -726,15 +729,10 @@ pub async fn upsert_by_ref(
                     if !locked.is_empty() {
                         return Err(leeway_domain::DomainError::Invalid(locked).into());
                     }
-                    let fields = leeway_domain::record::Fields::parse(&e.fields.to_input().patched(patch.clone()))
-                        .map_err(leeway_domain::DomainError::Invalid)?;
                     let submit = new.submit && e.status() == leeway_domain::Status::Draft;
-                    let mut change = if e.fields.diff(&fields).is_empty() {
-                        // an identical repeat: nothing happens, nothing is written
-                        workflow::Change { after: e.clone(), happened: Vec::new() }
-                    } else {
-                        workflow::apply(e, &dctx, Operation::Update(patch.clone()), facts)?
-                    };
+                    // the caller's right to change it is judged even when nothing changes; an
+                    // identical repeat happens nothing and writes nothing
+                    let mut change = workflow::apply(e, &dctx, Operation::Update(patch.clone()), facts)?;
                     if submit {
                         let then = workflow::apply(&change.after, &dctx, Operation::Submit, facts)?;
                         change.happened.extend(then.happened);

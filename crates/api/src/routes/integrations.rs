@@ -26,6 +26,8 @@ use json::*;
 pub const MAX_PAGE: i64 = 500;
 /// Default page.
 pub const DEFAULT_PAGE: i64 = 100;
+/// Largest page of deliveries (each carries its attempts and the last answer, up to 64 KiB).
+pub const MAX_DELIVERY_PAGE: i64 = 100;
 
 /// The query parameters of `raw`, each named at most once and each one known.
 fn params(raw: &str, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
@@ -284,8 +286,8 @@ pub struct DeliveryListParams {
     /// The last `event_seq` of the previous page.
     #[param(minimum = 0)]
     pub after: Option<i64>,
-    /// 1..500, default 100.
-    #[param(minimum = 1, maximum = 500)]
+    /// 1..100, default 100.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
@@ -316,7 +318,11 @@ pub async fn list_deliveries(
             _ => Err(ApiError::query("status", "must be one of: pending, succeeded, failed")),
         })
         .transpose()?;
-    let q = DeliveryQuery { status, after: seq(&p, "after")?, limit: limit(&p)? };
+    let n = limit(&p)?;
+    if n > MAX_DELIVERY_PAGE {
+        return Err(ApiError::query("limit", format!("must be 1..{MAX_DELIVERY_PAGE}")));
+    }
+    let q = DeliveryQuery { status, after: seq(&p, "after")?, limit: n };
     let n = q.limit;
     let st = state.clone();
     let items = web::block(move || {
@@ -380,9 +386,9 @@ pub struct FeedParams {
 /// The change feed: every integration event in `seq` order, for platforms that pull.
 ///
 /// Poll with `after` = the last `seq` seen (`next_after`): no event is ever skipped, not even
-/// one whose transaction committed after later ones were read (an event enters the feed once
-/// no earlier transaction can still commit; see docs/integrations/README.md). Any role but a
-/// plain requester.
+/// one whose transaction committed after later ones were read (positions are handed out after
+/// commit, one numbering at a time; see docs/integrations/README.md). Any role but a plain
+/// requester.
 #[utoipa::path(
     tag = "integrations",
     security(("bearer" = [])),
@@ -410,10 +416,11 @@ pub async fn feed(state: web::Data<AppState>, req: HttpRequest, caller: Caller) 
             seq: e.seq,
             type_: e.event_type.clone(),
             id: e.event_id.clone(),
-            exception_id: e.exception.id.to_string(),
-            exception_key: e.exception.key.to_string(),
+            exception_id: e.exception_id.clone(),
+            exception_key: e.exception.as_ref().ok().map(|x| x.key.to_string()),
             at: e.at,
             data: delivery::data(e, &state.policy),
+            error: e.exception.as_ref().err().map(|why| format!("the stored exception does not read: {why}")),
         })
         .collect();
     Ok(HttpResponse::Ok().json(FeedPage { items, next_after }))
@@ -512,7 +519,7 @@ pub async fn coverage_batch(
     body: JsonBody<CoverageBatch>,
 ) -> Result<HttpResponse, ApiError> {
     let batch = body.value;
-    let at = batch.at.map_or_else(|| state.clock.now(), |t| t);
+    let at = batch.at.unwrap_or_else(|| state.clock.now());
     let at = leeway_domain::time::truncate(at);
     let mut assets: Vec<String> = batch.items.iter().map(|q| q.asset.clone()).collect();
     assets.sort_unstable();

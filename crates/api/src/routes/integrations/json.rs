@@ -375,14 +375,17 @@ pub struct FeedItem {
     pub id: String,
     /// The exception.
     pub exception_id: String,
-    /// Its key.
-    pub exception_key: String,
+    /// Its key; `null` only when the stored exception does not read (see `error`).
+    pub exception_key: Option<String>,
     /// When it happened.
     pub at: DateTime<Utc>,
     /// The exception as an auditor read it at that event, plus `event_seq`: the same as a
-    /// webhook's `data`.
-    #[schema(value_type = Object)]
-    pub data: Value,
+    /// webhook's `data`. `null` only when the stored exception does not read.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Value>,
+    /// Why `data` is missing; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A page of the change feed.
