@@ -56,7 +56,11 @@ pub struct AppState {
         description = "Security exceptions: formally accepted, time-boxed deviations from a security policy, with risk assessment, compensating controls, approvals, expiry and review.\n\nConventions (errors, pagination, concurrency, idempotency) are in docs/API-DESIGN.md. Every error is `application/problem+json` (RFC 9457) with a stable `code`; validation problems list every bad field in `errors`. Request bodies are checked against the schemas of this document: what it requires, the server requires.",
         license(name = "Apache-2.0")
     ),
-    components(schemas(routes::exceptions::query::ListSort)),
+    components(schemas(
+        routes::exceptions::query::ListSort,
+        routes::integrations::json::WebhookEvent,
+        routes::integrations::json::DeliveryStatus
+    )),
     tags(
         (name = "exceptions", description = "Create, read, list and change exceptions"),
         (name = "lifecycle", description = "Submit, assess, approve, reject, return, withdraw, revoke, close"),
@@ -74,6 +78,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes::configure).split_for_parts();
     // the modifiers see the paths only once they are registered
     utoipa::Modify::modify(&routes::Conventions, &mut api);
+    api.webhooks = Some(routes::integrations::webhook_contract());
     api
 }
 

@@ -580,10 +580,13 @@ pub async fn check_control(
     mutate(state, w, Operation::CheckControl(control, input)).await
 }
 
-/// A path segment of an external reference: `max` characters at most, no control character.
-fn ref_part(name: &str, v: &str, max: usize) -> Result<String, ApiError> {
-    if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
-        return Err(ApiError::new(ProblemCode::InvalidPath, format!("{name} must be 1..{max} characters")));
+/// A path segment of an external reference, as the contract states it: `system` is
+/// `[A-Za-z0-9._-]`, `external_id` printable ASCII without spaces, each of bounded length.
+fn ref_part(name: &str, v: &str, max: usize, system: bool) -> Result<String, ApiError> {
+    let allowed = |c: char| if system { c.is_ascii_alphanumeric() || "._-".contains(c) } else { c.is_ascii_graphic() };
+    if v.is_empty() || v.len() > max || !v.chars().all(allowed) {
+        let what = if system { "letters, digits, '.', '_' or '-'" } else { "printable ASCII without spaces" };
+        return Err(ApiError::new(ProblemCode::InvalidPath, format!("{name} must be 1..{max} characters of {what}")));
     }
     Ok(v.to_owned())
 }
@@ -641,8 +644,8 @@ fn upsert_error(e: leeway_persistence::StoreError) -> ApiError {
     security(("bearer" = [])),
     request_body = CreateException,
     params(
-        ("system" = String, Path, description = "e.g. `servicenow`, `jira`; 1..50 characters"),
-        ("external_id" = String, Path, description = "The record's id there, e.g. `RITM0012345`; 1..200 characters"),
+        ("system" = String, Path, description = "e.g. `servicenow`, `jira`: 1..50 letters, digits, `.`, `_` or `-`", pattern = "^[A-Za-z0-9._-]{1,50}$"),
+        ("external_id" = String, Path, description = "The record's id there, e.g. `RITM0012345`: 1..200 printable ASCII characters without spaces", pattern = "^[!-~]{1,200}$"),
         IdempotencyHeader,
     ),
     responses(
@@ -663,8 +666,8 @@ pub async fn upsert_by_ref(
     body: JsonBody<UpsertException>,
 ) -> Result<HttpResponse, ApiError> {
     let (system, external_id) = path.into_inner();
-    let system = ref_part("system", &system, 50)?;
-    let external_id = ref_part("external_id", &external_id, 200)?;
+    let system = ref_part("system", &system, 50, true)?;
+    let external_id = ref_part("external_id", &external_id, 200, false)?;
     let Upsert { mut new, mut patch } = body.value;
     // the path's reference is the exception's, whatever the body lists
     let held =

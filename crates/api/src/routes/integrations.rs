@@ -146,7 +146,8 @@ pub async fn create_webhook(
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WebhookListParams {
-    /// The last id of the previous page.
+    /// The last id of the previous page (a UUID).
+    #[param(pattern = "^[0-9a-fA-F-]{1,64}$")]
     pub after: Option<String>,
     /// 1..500, default 100.
     #[param(minimum = 1, maximum = 500)]
@@ -160,6 +161,7 @@ pub struct WebhookListParams {
     params(WebhookListParams),
     responses(
         (status = 200, description = "A page", body = WebhookPage),
+        (status = 400, description = "Bad parameter (`invalid_query`)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not admin or integration (`forbidden`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -172,7 +174,16 @@ pub async fn list_webhooks(
     let owner = webhook_owner(&caller)?;
     let p = params(req.query_string(), &["after", "limit"])?;
     let n = limit(&p)?;
-    let after = p.get("after").map(|a| text("after", a)).transpose()?;
+    let after = p
+        .get("after")
+        .map(|a| {
+            if a.is_empty() || a.len() > 64 || !a.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                Err(ApiError::query("after", "must be the id of a subscription"))
+            } else {
+                Ok(a.clone())
+            }
+        })
+        .transpose()?;
     let st = state.clone();
     let items = web::block(move || st.store.webhooks(owner.as_deref(), after.as_deref(), n)).await??;
     let next_after =
@@ -431,10 +442,14 @@ pub async fn feed(state: web::Data<AppState>, req: HttpRequest, caller: Caller) 
 #[into_params(parameter_in = Query)]
 pub struct CoverageParams {
     /// The asset; 1..200 characters.
+    #[param(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*$")]
     pub asset: String,
-    /// The control; absent: any control.
+    /// The control; absent: any control. 1..200 characters.
+    #[param(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*$")]
     pub control_id: Option<String>,
-    /// The moment (RFC 3339); default now. A past moment is answered from history, exactly.
+    /// The moment (RFC 3339, 1970..9999); default now. A past moment is answered from
+    /// history, exactly.
+    #[param(pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
     pub at: Option<DateTime<Utc>>,
 }
 
@@ -532,4 +547,44 @@ pub async fn coverage_batch(
     .await??;
     let items = batch.items.iter().map(|q| answer(&q.asset, q.control_id.as_deref(), at, &found)).collect();
     Ok(HttpResponse::Ok().json(CoverageAnswers { at, items }))
+}
+
+/// The outbound call every subscription receives, for the contract's `webhooks` section.
+pub fn webhook_contract() -> utoipa::openapi::Paths {
+    use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
+    use utoipa::openapi::request_body::RequestBodyBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{Content, HttpMethod, PathItem, PathsBuilder, Ref, Required, ResponseBuilder};
+    let header = |name: &str, description: &str| {
+        ParameterBuilder::new()
+            .name(name)
+            .parameter_in(ParameterIn::Header)
+            .required(Required::True)
+            .description(Some(description))
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .build()
+    };
+    let op = OperationBuilder::new()
+        .summary(Some("An integration event, POSTed to each subscription whose filter matches"))
+        .description(Some(
+            "Standard Webhooks: sign `{webhook-id}.{webhook-timestamp}.{body}` with HMAC-SHA256 keyed by the \
+             base64-decoded secret after `whsec_` and compare with each `v1,` entry of `webhook-signature`. \
+             At least once, in order per exception; any 2xx is success, 410 disables the subscription, \
+             anything else (or no answer in 10 s) is retried on the policy's `webhook_retry_schedule_seconds`.",
+        ))
+        .operation_id(Some("exception_event"))
+        .tag("integrations")
+        .parameter(header("webhook-id", "The event's id: the same on every retry; deduplicate on it"))
+        .parameter(header("webhook-timestamp", "Unix seconds of this attempt; refuse more than 5 minutes off"))
+        .parameter(header("webhook-signature", "Space-separated `v1,<base64 HMAC-SHA256>` entries"))
+        .request_body(Some(
+            RequestBodyBuilder::new()
+                .content("application/json", Content::new(Some(Ref::from_schema_name("WebhookEvent"))))
+                .required(Some(Required::True))
+                .build(),
+        ))
+        .response("200", ResponseBuilder::new().description("Received (any 2xx)"))
+        .response("410", ResponseBuilder::new().description("Gone: Leeway disables the subscription"))
+        .build();
+    PathsBuilder::new().path("exceptionEvent", PathItem::new(HttpMethod::Post, op)).build()
 }

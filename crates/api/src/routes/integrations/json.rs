@@ -363,6 +363,29 @@ pub struct DeliveryPage {
     pub next_after: Option<i64>,
 }
 
+/// `data` of a webhook delivery and of a feed item: the exception as an auditor read it at the
+/// event, plus the event's feed position.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventData {
+    /// The exception at the event.
+    #[serde(flatten)]
+    pub exception: crate::routes::exceptions::json::ExceptionView,
+    /// The event's position in the change feed.
+    pub event_seq: i64,
+}
+
+/// What a subscription's URL receives (Standard Webhooks).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookEvent {
+    /// The event type.
+    #[serde(rename = "type")]
+    pub type_: EventTypeName,
+    /// When it happened.
+    pub timestamp: DateTime<Utc>,
+    /// The exception at the event.
+    pub data: EventData,
+}
+
 /// One event of the change feed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FeedItem {
@@ -381,7 +404,7 @@ pub struct FeedItem {
     pub at: DateTime<Utc>,
     /// The exception as an auditor read it at that event, plus `event_seq`: the same as a
     /// webhook's `data`. `null` only when the stored exception does not read.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<EventData>)]
     pub data: Option<Value>,
     /// Why `data` is missing; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -433,11 +456,11 @@ pub struct CoverageView {
 #[serde(deny_unknown_fields)]
 pub struct CoverageQuestion {
     /// The asset; 1..200 characters.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*$")]
     pub asset: String,
     /// The control; absent: any control. 1..200 characters.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*$")]
     pub control_id: Option<String>,
 }
 
@@ -445,8 +468,9 @@ pub struct CoverageQuestion {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CoverageBatch {
-    /// The moment; default now.
+    /// The moment (1970..9999); default now.
     #[serde(default)]
+    #[schema(pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
     pub at: Option<DateTime<Utc>>,
     /// The questions, 1..1000.
     #[schema(min_items = 1, max_items = 1000)]
