@@ -26,14 +26,21 @@ pub struct Report {
     pub exceptions: usize,
     /// Idempotency keys forgotten because their 24-hour window had passed.
     pub purged_keys: usize,
+    /// Webhook deliveries forgotten [`DELIVERY_RETENTION_DAYS`] after they ended.
+    pub purged_deliveries: usize,
 }
+
+/// Days a webhook delivery's log is kept after it succeeded or failed.
+pub const DELIVERY_RETENTION_DAYS: i64 = 30;
 
 /// Applies every due time rule at `now` and forgets expired idempotency keys, so that table
 /// stays bounded by a day of traffic.
 pub fn run_once(store: &Store, policy: &ApprovalPolicy, now: DateTime<Utc>) -> Result<Report, StoreError> {
     let exceptions = run_in_batches(store, policy, now, BATCH)?;
     let purged_keys = store.purge_idempotency_keys(now)?;
-    Ok(Report { exceptions, purged_keys })
+    let cutoff = now.checked_sub_signed(Duration::days(DELIVERY_RETENTION_DAYS)).unwrap_or(now);
+    let purged_deliveries = store.purge_deliveries(cutoff)?;
+    Ok(Report { exceptions, purged_keys, purged_deliveries })
 }
 
 /// [`run_once`] with `batch` exceptions per transaction.
@@ -76,8 +83,13 @@ pub fn spawn(store: Store, policy: ApprovalPolicy, clock: Arc<dyn Clock>, interv
             // a panic in one run must not stop the scheduler for the life of the process
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_once(&store, &policy, clock.now())));
             match run {
-                Ok(Ok(Report { exceptions: 0, purged_keys: 0 })) => {}
-                Ok(Ok(r)) => tracing::info!(exceptions = r.exceptions, purged_keys = r.purged_keys, "scheduler run"),
+                Ok(Ok(Report { exceptions: 0, purged_keys: 0, purged_deliveries: 0 })) => {}
+                Ok(Ok(r)) => tracing::info!(
+                    exceptions = r.exceptions,
+                    purged_keys = r.purged_keys,
+                    purged_deliveries = r.purged_deliveries,
+                    "scheduler run"
+                ),
                 Ok(Err(e)) => tracing::error!(error = %e, "scheduler run failed; retrying next interval"),
                 Err(_) => tracing::error!("scheduler run panicked; retrying next interval"),
             }

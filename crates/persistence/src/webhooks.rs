@@ -476,6 +476,24 @@ impl Store {
         }))
     }
 
+    /// Forgets deliveries that ended (succeeded or failed) before `before`: the log stays
+    /// bounded by a retention window of traffic.
+    pub fn purge_deliveries(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(diesel::delete(
+            webhook_deliveries::table
+                .filter(webhook_deliveries::status.ne("pending"))
+                .filter(webhook_deliveries::updated_at.lt(naive(before))),
+        )
+        .execute(&mut conn)?)
+    }
+
+    /// Subscriptions `owner` created.
+    pub fn count_webhooks(&self, owner: &str) -> Result<i64, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(webhooks::table.filter(webhooks::created_by.eq(owner)).count().get_result(&mut conn)?)
+    }
+
     /// Claims up to `limit` due deliveries for `owner` until `lease_until`: for each
     /// (subscription, exception) only the earliest pending one, and only of enabled
     /// subscriptions. Loads what is sent with them.

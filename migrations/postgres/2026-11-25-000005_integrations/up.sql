@@ -91,6 +91,8 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_order ON webhook_deliveries (webhook_id, exception_id, event_seq)
     WHERE status = 'pending';
+-- what the scheduler forgets 30 days after a delivery ended
+CREATE INDEX webhook_deliveries_ended ON webhook_deliveries (updated_at) WHERE status <> 'pending';
 
 -- Coverage periods: while an exception holds a place (approved, active, renewal pending), one
 -- row per (asset, control id) with the bounds in force. Any change to the status, assets,

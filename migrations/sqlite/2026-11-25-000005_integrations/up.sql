@@ -53,6 +53,8 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_order ON webhook_deliveries (webhook_id, exception_id, event_seq)
     WHERE status = 'pending';
+-- what the scheduler forgets 30 days after a delivery ended
+CREATE INDEX webhook_deliveries_ended ON webhook_deliveries (updated_at) WHERE status <> 'pending';
 
 -- Coverage periods (see the PostgreSQL migration): one trigger closes the open rows and opens
 -- new ones, in that order, whenever what coverage depends on moves.

@@ -432,3 +432,28 @@ async fn two_workers_never_send_the_same_attempt() {
         assert_eq!(mine, ["exception.created", "exception.submitted"]);
     }
 }
+
+#[tokio::test]
+async fn delivery_logs_are_kept_thirty_days_and_subscriptions_are_bounded_per_owner() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let receiver = Receiver::start().await;
+    let (webhook, _) = subscribe(&app, &receiver.url, None).await;
+    app.create(&cast, json!({})).await;
+    app.deliver().await;
+    assert_eq!(deliveries(&app, &webhook).await.len(), 1);
+    app.clock.advance(Duration::days(29));
+    assert_eq!(app.run_scheduler().await.purged_deliveries, 0);
+    app.clock.advance(Duration::days(2));
+    assert_eq!(app.run_scheduler().await.purged_deliveries, 1);
+    assert_eq!(deliveries(&app, &webhook).await.len(), 0);
+
+    let hooks = app.token("many", "integration", None);
+    for _ in 0..50 {
+        assert_eq!(app.post("/v1/webhooks", &hooks, json!({"url": receiver.url})).await.status, 201);
+    }
+    let over = app.post("/v1/webhooks", &hooks, json!({"url": receiver.url})).await;
+    assert_eq!(over.status, 422, "{}", over.body);
+    assert_eq!(over.str("code"), "limit_exceeded");
+    assert_eq!(over.body["limit"], 50);
+}

@@ -22,6 +22,8 @@ use crate::error::{ApiError, Problem, ProblemCode};
 use crate::routes::exceptions::query::{text, time};
 use json::*;
 
+/// Most subscriptions one subject may hold.
+pub const MAX_WEBHOOKS_PER_OWNER: i64 = 50;
 /// Largest page of the feed, of subscriptions and of deliveries.
 pub const MAX_PAGE: i64 = 500;
 /// Default page.
@@ -106,7 +108,7 @@ fn with_secret(w: &Webhook) -> WebhookWithSecret {
     responses(
         (status = 201, description = "Subscribed; keep the secret", body = WebhookWithSecret, headers(("Location" = String))),
         (status = 403, description = "Not admin or integration (`forbidden`)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (`validation_failed`) or a URL that is not http(s) or reaches a private address (`webhook_url_refused`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (`validation_failed`), a URL that is not http(s) or reaches a private address (`webhook_url_refused`), or 50 subscriptions held already (`limit_exceeded`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/webhooks")]
@@ -118,6 +120,17 @@ pub async fn create_webhook(
     webhook_owner(&caller)?;
     let input = body.value;
     checked_url(&state, &input.url).await?;
+    // every subscription multiplies every event: one owner cannot make them without bound
+    let (st, owner) = (state.clone(), caller.0.subject.to_string());
+    let held = web::block(move || st.store.count_webhooks(&owner)).await??;
+    if held >= MAX_WEBHOOKS_PER_OWNER {
+        return Err(ApiError::new(
+            ProblemCode::LimitExceeded,
+            format!("at most {MAX_WEBHOOKS_PER_OWNER} subscriptions per owner; delete one first"),
+        )
+        .with("scope", "webhooks")
+        .with("limit", MAX_WEBHOOKS_PER_OWNER));
+    }
     let now = leeway_domain::time::truncate(state.clock.now()).naive_utc();
     let w = Webhook {
         id: uuid::Uuid::now_v7().to_string(),
