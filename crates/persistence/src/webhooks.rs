@@ -548,11 +548,12 @@ impl Store {
             .select((Delivery::as_select(), webhooks::url, webhooks::secret))
             .load(conn)?;
         let seqs: Vec<i64> = rows.iter().map(|r| r.0.audit_seq).collect();
-        let mut events = feed::by_audit_seq(conn, &seqs)?;
+        // one event may go to several subscriptions in one claim
+        let events = feed::by_audit_seq(conn, &seqs)?;
         let mut claimed: Vec<Claimed> = rows
             .into_iter()
             .filter_map(|(delivery, url, secret)| {
-                let event = events.remove(&delivery.audit_seq).or_else(|| {
+                let event = events.get(&delivery.audit_seq).cloned().or_else(|| {
                     tracing::error!(delivery = %delivery.id, "the event of a delivery is missing");
                     None
                 })?;

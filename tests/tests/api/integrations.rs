@@ -457,3 +457,29 @@ async fn delivery_logs_are_kept_thirty_days_and_subscriptions_are_bounded_per_ow
     assert_eq!(over.str("code"), "limit_exceeded");
     assert_eq!(over.body["limit"], 50);
 }
+
+/// A URL saved while private receivers were allowed, sent by a worker that refuses them: the
+/// name is checked by the resolver at connection time, and an address literal before it.
+#[tokio::test]
+async fn a_worker_that_refuses_private_addresses_checks_each_connection() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let receiver = Receiver::start().await;
+    let by_name = receiver.url.replace("127.0.0.1", "localhost");
+    let (named, _) = subscribe(&app, &by_name, None).await;
+    let (literal, _) = subscribe(&app, &receiver.url, None).await;
+    app.create(&cast, json!({})).await;
+    app.deliver().await; // numbers the event and sends it (this worker allows private receivers)
+    assert_eq!(receiver.received().len(), 2, "both subscriptions got the event in one pass");
+    app.create(&cast, json!({})).await;
+    let strict =
+        leeway_api::delivery::Deliverer::new(app.store.clone(), app.policy.clone(), app.clock.clone(), false).unwrap();
+    strict.run_once().await.unwrap();
+    assert_eq!(receiver.received().len(), 2, "nothing reached the private receiver");
+    for (webhook, why) in [(named, "resolves to no address a webhook may reach"), (literal, "private address")] {
+        let log = deliveries(&app, &webhook).await;
+        let error = log[1]["attempts"][0]["error"].as_str().unwrap().to_owned();
+        assert!(error.contains(why), "{error}");
+        assert_eq!(log[1]["status"], "pending", "retried later, as any failed attempt");
+    }
+}
