@@ -161,12 +161,23 @@ impl Auth {
         let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
         let subject =
             Subject::parse("sub", sub).map_err(|_| ApiError::unauthorized("the token has no usable sub claim"))?;
-        let roles = match claims.get(&self.roles_claim) {
+        let mut roles: Vec<Role> = match claims.get(&self.roles_claim) {
             Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).filter_map(Role::parse).collect(),
             // a space-separated string, as some identity providers send scopes
             Some(Value::String(s)) => s.split_whitespace().filter_map(Role::parse).collect(),
             _ => Vec::new(),
         };
+        // time-bound audit access: `auditor_until` (a date, inclusive, UTC) ends the auditor
+        // role after that day; the token's other roles stay
+        if let Some(v) = claims.get("auditor_until") {
+            let until = v
+                .as_str()
+                .and_then(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+                .ok_or_else(|| ApiError::unauthorized("the token's auditor_until claim is not a date (YYYY-MM-DD)"))?;
+            if self.clock.now().date_naive() > until {
+                roles.retain(|r| *r != Role::Auditor);
+            }
+        }
         // a unit is a non-blank string; anything else (absent, empty, a list of groups) is none,
         // as identity providers send "" for an unset attribute
         let business_unit = match claims.get(&self.business_unit_claim).and_then(Value::as_str) {

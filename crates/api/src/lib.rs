@@ -67,6 +67,7 @@ pub struct AppState {
         (name = "controls", description = "Compensating controls"),
         (name = "governance", description = "Renewals and periodic reviews"),
         (name = "integrations", description = "Webhooks, the change feed, coverage for gates"),
+        (name = "audit", description = "The whole audit trail and its verification"),
         (name = "system", description = "Health, the caller, the policy"),
     )
 )]

@@ -1,5 +1,6 @@
 //! Every route, in one table, and the conventions every operation's contract states.
 
+pub mod audit;
 pub mod exceptions;
 pub mod integrations;
 pub mod system;
@@ -46,7 +47,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(integrations::retry_delivery)
             .service(integrations::feed)
             .service(integrations::coverage)
-            .service(integrations::coverage_batch),
+            .service(integrations::coverage_batch)
+            .service(audit::audit_events)
+            .service(audit::audit_verify),
     );
 }
 

@@ -5,7 +5,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
 use leeway_domain::access::Actor;
-use leeway_domain::audit::Entry;
+use leeway_domain::audit::{Entry, Event, GENESIS};
 use leeway_domain::ids::ExceptionId;
 use leeway_domain::record::{Happening, Record};
 use serde_json::{Value, json};
@@ -95,5 +95,116 @@ impl Store {
                 Some((event_type, payload))
             })
             .collect())
+    }
+}
+
+/// Filters of the global audit log; `None` leaves one out.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only after this seq.
+    pub after: i64,
+    /// Only this actor's.
+    pub actor: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only at or after this moment.
+    pub from: Option<DateTime<Utc>>,
+    /// Only before this moment.
+    pub to: Option<DateTime<Utc>>,
+    /// Only this exception's.
+    pub exception_id: Option<String>,
+    /// Page size.
+    pub limit: i64,
+}
+
+/// What verifying every chain found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verification {
+    /// Exceptions whose chains were walked.
+    pub exceptions_checked: u64,
+    /// Events checked.
+    pub events_checked: u64,
+    /// The first event (exception id, seq) that does not match its hash or its predecessor;
+    /// seq 0 when the chain does not end on the head recorded on the exception's row.
+    pub first_broken: Option<(String, i64)>,
+}
+
+/// Exceptions whose chains are read per trip while verifying.
+const VERIFY_CHUNK: i64 = 500;
+
+impl Store {
+    /// The global audit log in seq order, filtered: one index range per page.
+    pub fn audit_log(&self, q: &AuditQuery) -> Result<Vec<Event>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut query = audit_events::table
+            .filter(audit_events::seq.gt(q.after))
+            .order(audit_events::seq.asc())
+            .limit(q.limit)
+            .select(AuditRow::as_select())
+            .into_boxed();
+        if let Some(a) = &q.actor {
+            query = query.filter(audit_events::actor_subject.eq(a.clone()));
+        }
+        if let Some(a) = &q.action {
+            query = query.filter(audit_events::action.eq(a.clone()));
+        }
+        if let Some(t) = q.from {
+            query = query.filter(audit_events::at.ge(crate::rows::naive(t)));
+        }
+        if let Some(t) = q.to {
+            query = query.filter(audit_events::at.lt(crate::rows::naive(t)));
+        }
+        if let Some(id) = &q.exception_id {
+            query = query.filter(audit_events::exception_id.eq(id.clone()));
+        }
+        Ok(query.load(&mut conn)?.into_iter().map(AuditRow::into_domain).collect())
+    }
+
+    /// Walks every exception's chain, [`VERIFY_CHUNK`] exceptions at a time (their ids by
+    /// index, then their events by index), so memory stays bounded whatever the size of the
+    /// trail; stops at the first break. Each chain must also end on the head recorded on its
+    /// exception's row, or an event deleted from the end would go unseen.
+    pub fn verify_chains(&self) -> Result<Verification, StoreError> {
+        use crate::schema::exceptions;
+        let mut conn = self.conn()?;
+        let mut v = Verification::default();
+        let mut after = String::new();
+        loop {
+            let chunk: Vec<(String, String)> = exceptions::table
+                .filter(exceptions::id.gt(&after))
+                .order(exceptions::id.asc())
+                .limit(VERIFY_CHUNK)
+                .select((exceptions::id, exceptions::audit_head))
+                .load(&mut conn)?;
+            let Some((last, _)) = chunk.last() else { break };
+            after = last.clone();
+            let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+            let rows: Vec<AuditRow> = audit_events::table
+                .filter(audit_events::exception_id.eq_any(&ids))
+                .order((audit_events::exception_id.asc(), audit_events::seq.asc()))
+                .select(AuditRow::as_select())
+                .load(&mut conn)?;
+            let mut events = rows.into_iter().map(AuditRow::into_domain).peekable();
+            for (id, head) in &chunk {
+                v.exceptions_checked += 1;
+                let mut expected = GENESIS.to_owned();
+                while let Some(e) = events.next_if(|e| e.entry.exception_id == *id) {
+                    v.events_checked += 1;
+                    if e.prev_hash != expected || e.entry.hash(&e.prev_hash) != e.hash {
+                        v.first_broken = Some((id.clone(), e.seq));
+                        return Ok(v);
+                    }
+                    expected = e.hash;
+                }
+                if expected != *head {
+                    v.first_broken = Some((id.clone(), 0));
+                    return Ok(v);
+                }
+            }
+            if i64::try_from(chunk.len()).unwrap_or(0) < VERIFY_CHUNK {
+                break;
+            }
+        }
+        Ok(v)
     }
 }

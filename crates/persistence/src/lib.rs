@@ -36,6 +36,7 @@ mod seed;
 mod webhooks;
 mod write;
 
+pub use audit::{AuditQuery, Verification};
 pub use connection::{Backend, Db, Store};
 pub use coverage::Covering;
 pub use error::StoreError;

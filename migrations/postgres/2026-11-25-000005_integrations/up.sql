@@ -53,6 +53,9 @@ BEGIN
         SELECT * FROM numbered ORDER BY 1;
 END $$;
 
+-- the global audit log filtered by who acted, for auditors (`GET /v1/audit/events?actor=`)
+CREATE INDEX audit_events_actor ON audit_events (actor_subject, seq);
+
 -- Webhook subscriptions. `event_types` is a JSON array, NULL for every type.
 CREATE TABLE webhooks (
     id TEXT PRIMARY KEY,

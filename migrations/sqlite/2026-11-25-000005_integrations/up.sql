@@ -17,6 +17,9 @@ CREATE TABLE feed_state (
 );
 INSERT INTO feed_state (id, numbered) SELECT 1, COALESCE(MAX(feed_seq), 0) FROM audit_events;
 
+-- the global audit log filtered by who acted, for auditors (`GET /v1/audit/events?actor=`)
+CREATE INDEX audit_events_actor ON audit_events (actor_subject, seq);
+
 -- Webhook subscriptions. `event_types` is a JSON array, NULL for every type.
 CREATE TABLE webhooks (
     id TEXT PRIMARY KEY,

@@ -3,6 +3,7 @@
 
 #![expect(clippy::unwrap_used, reason = "helpers outside #[test] functions fail loudly too")]
 
+mod audit_log;
 mod auth;
 mod conventions;
 mod coverage;

@@ -32,7 +32,7 @@ pub const DEFAULT_PAGE: i64 = 100;
 pub const MAX_DELIVERY_PAGE: i64 = 100;
 
 /// The query parameters of `raw`, each named at most once and each one known.
-fn params(raw: &str, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+pub(crate) fn params(raw: &str, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
         .map_err(|e| ApiError::new(ProblemCode::InvalidQuery, format!("invalid query string: {e}")))?;
     let mut out = HashMap::new();

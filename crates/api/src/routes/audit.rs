@@ -1,0 +1,124 @@
+//! The auditor's views of the whole trail: the global audit log and the verification of
+//! every chain (`auditor`, `admin`).
+
+pub mod json;
+
+use actix_web::{HttpRequest, HttpResponse, get, web};
+use leeway_domain::kinds::Role;
+use leeway_persistence::AuditQuery;
+use utoipa::IntoParams;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, Problem};
+use crate::routes::exceptions::json::AuditEventView;
+use crate::routes::exceptions::query::{text, time};
+use crate::routes::integrations::{DEFAULT_PAGE, MAX_PAGE, params};
+use json::{AuditLogItem, AuditLogPage, BrokenAt, VerifyView};
+
+fn auditor(caller: &Caller) -> Result<(), ApiError> {
+    if caller.0.has(Role::Auditor) || caller.0.has(Role::Admin) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("the audit trail is for auditor or admin").with("required_roles", ["auditor", "admin"]))
+    }
+}
+
+/// Filters and page of the global audit log.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditLogParams {
+    /// The last `seq` seen; absent: from the start.
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
+    /// 1..500, default 100.
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// Only this actor's events (a subject, or `system`).
+    #[param(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*$")]
+    pub actor: Option<String>,
+    /// Only this action (`created`, `approved`, ...).
+    #[param(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*$")]
+    pub action: Option<String>,
+    /// At or after (RFC 3339, 1970..9999).
+    #[param(pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Before (RFC 3339, 1970..9999).
+    #[param(pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only this exception's events (its UUID).
+    #[param(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*$")]
+    pub exception_id: Option<String>,
+}
+
+/// Every exception's audit events in `seq` order, filtered and keyset paged.
+#[utoipa::path(
+    tag = "audit",
+    security(("bearer" = [])),
+    params(AuditLogParams),
+    responses(
+        (status = 200, description = "A page", body = AuditLogPage),
+        (status = 400, description = "Bad parameter (`invalid_query`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not auditor or admin (`forbidden`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/audit/events")]
+pub async fn audit_events(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    auditor(&caller)?;
+    let p = params(req.query_string(), &["after", "limit", "actor", "action", "from", "to", "exception_id"])?;
+    let number = |name: &str, min: i64, max: i64| {
+        p.get(name)
+            .map(|v| {
+                v.parse::<i64>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| ApiError::query(name, format!("must be a whole number {min}..{max}")))
+            })
+            .transpose()
+    };
+    let q = AuditQuery {
+        after: number("after", 0, i64::MAX)?.unwrap_or(0),
+        limit: number("limit", 1, MAX_PAGE)?.unwrap_or(DEFAULT_PAGE),
+        actor: p.get("actor").map(|v| text("actor", v)).transpose()?,
+        action: p.get("action").map(|v| text("action", v)).transpose()?,
+        from: p.get("from").map(|v| time("from", v)).transpose()?,
+        to: p.get("to").map(|v| time("to", v)).transpose()?,
+        exception_id: p.get("exception_id").map(|v| text("exception_id", v)).transpose()?,
+    };
+    let (st, n) = (state.clone(), q.limit);
+    let events = web::block(move || st.store.audit_log(&q)).await??;
+    let next_after = (i64::try_from(events.len()).unwrap_or(0) == n).then(|| events.last().map(|e| e.seq)).flatten();
+    let items = events
+        .into_iter()
+        .map(|e| AuditLogItem { exception_id: e.entry.exception_id.clone(), event: AuditEventView::from(e) })
+        .collect();
+    Ok(HttpResponse::Ok().json(AuditLogPage { items, next_after }))
+}
+
+/// Verify every exception's audit chain: each event's hash, its link to the one before, and
+/// that each chain ends on the head recorded with its exception. Streams through the
+/// database in bounded memory; names the first break.
+#[utoipa::path(
+    tag = "audit",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The verification", body = VerifyView),
+        (status = 403, description = "Not auditor or admin (`forbidden`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/audit/verify")]
+pub async fn audit_verify(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    auditor(&caller)?;
+    let st = state.clone();
+    let v = web::block(move || st.store.verify_chains()).await??;
+    Ok(HttpResponse::Ok().json(VerifyView {
+        valid: v.first_broken.is_none(),
+        exceptions_checked: v.exceptions_checked,
+        events_checked: v.events_checked,
+        first_broken: v.first_broken.map(|(exception_id, seq)| BrokenAt { exception_id, seq }),
+    }))
+}
