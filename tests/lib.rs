@@ -214,9 +214,9 @@ impl TestApp {
     }
 
     /// Numbers the events committed so far into the feed and sends every due webhook
-    /// delivery, as the worker inside `serve` does each interval. On PostgreSQL an event
-    /// enters the feed only once no older write transaction is running on the server (other
-    /// tests' included), so this runs passes until every committed event has.
+    /// delivery, as the worker inside `serve` does each interval; runs passes until every
+    /// committed event has a feed position (a numbering may skip its turn while another
+    /// holds the sequencer).
     pub async fn deliver(&self) -> leeway_api::delivery::Pass {
         let d = leeway_api::delivery::Deliverer::new(self.store.clone(), self.policy.clone(), self.clock.clone(), true)
             .expect("a webhook deliverer");

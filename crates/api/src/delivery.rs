@@ -27,6 +27,8 @@ use crate::routes::exceptions::json::ExceptionView;
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Most of a receiver's answer kept in the attempt log.
 pub const RESPONSE_KEPT: usize = 64 * 1024;
+/// How a send refused for naming a private address starts its error.
+const REFUSED_LITERAL: &str = "the URL names a private address";
 /// Claim rounds per pass at most (the next pass goes on).
 const MAX_ROUNDS: usize = 64;
 /// Deliveries claimed per round.
@@ -54,15 +56,23 @@ pub fn blocked(ip: IpAddr) -> bool {
                 || o[0] >= 240
                 || (o[0] == 192 && o[1] == 0 && o[2] == 0)
                 || (o[0] == 198 && (18..20).contains(&o[1]))
+                || (o[0] == 192 && o[1] == 88 && o[2] == 99)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return blocked(IpAddr::V4(v4));
             }
             let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+            // NAT64 (64:ff9b::a.b.c.d, what DNS64 answers for IPv4-only hosts) and IPv4-translated
+            // (::ffff:0:a.b.c.d) addresses reach the IPv4 address they embed
+            if (s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0))
+                || (s[..4].iter().all(|x| *x == 0) && s[4] == 0xffff && s[5] == 0)
+            {
+                return blocked(IpAddr::V4(embedded(s[6], s[7])));
+            }
             // IPv4-compatible (::a.b.c.d, deprecated) and 6to4 (2002:a.b.c.d::) embed an IPv4
             // address a relay may reach
-            let embedded = |hi: u16, lo: u16| std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
             if s[..6].iter().all(|x| *x == 0) && !v6.is_loopback() && !v6.is_unspecified() {
                 return blocked(IpAddr::V4(embedded(s[6], s[7])));
             }
@@ -76,6 +86,8 @@ pub fn blocked(ip: IpAddr) -> bool {
                 || (s[0] & 0xffc0) == 0xfe80
                 || (s[0] & 0xffc0) == 0xfec0
                 || (s[0] == 0x2001 && s[1] == 0xdb8)
+                || (s[0] == 0x2001 && s[1] == 0)
+                || (s[0] == 0x100 && s[1..4].iter().all(|x| *x == 0))
                 || (s[0] == 0x64 && s[1] == 0xff9b)
         }
     }
@@ -261,6 +273,9 @@ impl Deliverer {
         let started = Instant::now();
         let at = self.clock.now();
         let (response_status, error) = self.send(c, at).await;
+        // an event that cannot be rendered, or a URL naming a private address, will not do
+        // better later
+        let hopeless = c.event.exception.is_err() || error.as_deref().is_some_and(|e| e.starts_with(REFUSED_LITERAL));
         let attempt = Attempt {
             at,
             response_status,
@@ -269,10 +284,9 @@ impl Deliverer {
         };
         let tries = usize::try_from(c.delivery.tries).unwrap_or(0).saturating_add(1);
         let gone = response_status == Some(410);
-        let unreadable = c.event.exception.is_err();
         let next = match response_status {
             Some(s) if (200..300).contains(&s) => Next::Succeeded,
-            _ if gone || unreadable => Next::Failed,
+            _ if gone || hopeless => Next::Failed,
             _ => match self.policy.webhook_retry_schedule_seconds.get(tries - 1) {
                 Some(wait) => Next::RetryAt(
                     at.checked_add_signed(chrono::Duration::seconds(i64::from(*wait)))
@@ -316,7 +330,7 @@ impl Deliverer {
             && let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>()
             && blocked(ip)
         {
-            return (None, Some("the URL names a private address; refused".into()));
+            return (None, Some(format!("{REFUSED_LITERAL}; refused")));
         }
         let timestamp = at.timestamp();
         let signature = match standardwebhooks::Webhook::new(&c.secret)
@@ -359,23 +373,29 @@ impl Deliverer {
                     return;
                 }
             };
-            rt.block_on(async move {
+            // the feed is numbered on its own beat: slow receivers never hold it up, and a
+            // failed numbering never stops the sending
+            let numbering = async {
                 loop {
-                    match self.run_once().await {
+                    if let Err(e) = self.number().await {
+                        tracing::error!(error = %e, "numbering the change feed failed; retrying next interval");
+                    }
+                    tokio::time::sleep(interval).await;
+                }
+            };
+            let sending = async {
+                loop {
+                    match self.send_due().await {
                         Ok(p) if p.attempted > 0 => {
-                            tracing::debug!(
-                                numbered = p.numbered,
-                                attempted = p.attempted,
-                                succeeded = p.succeeded,
-                                "webhook pass"
-                            );
+                            tracing::debug!(attempted = p.attempted, succeeded = p.succeeded, "webhook pass");
                         }
                         Ok(_) => {}
                         Err(e) => tracing::error!(error = %e, "webhook pass failed; retrying next interval"),
                     }
                     tokio::time::sleep(interval).await;
                 }
-            });
+            };
+            rt.block_on(async { tokio::join!(numbering, sending) });
         });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the webhook thread");
@@ -450,7 +470,9 @@ mod tests {
         ] {
             assert!(blocked(a.parse().unwrap_or_else(|_| panic!("{a}"))), "{a} must be blocked");
         }
-        for a in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "2002:5db8:d822::1"] {
+        assert!(blocked("::ffff:0:a00:1".parse().unwrap_or_else(|_| panic!("::ffff:0:a00:1"))));
+        assert!(blocked("2001:0:4136:e378:8000:63bf:3fff:fdd2".parse().unwrap_or_else(|_| panic!("teredo"))));
+        for a in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "2002:5db8:d822::1", "64:ff9b::5db8:d822"] {
             assert!(!blocked(a.parse().unwrap_or_else(|_| panic!("{a}"))), "{a} is public");
         }
     }

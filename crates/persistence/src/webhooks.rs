@@ -255,7 +255,7 @@ struct WebhookSet {
 
 /// Far in the future: when the pending deliveries of a disabled subscription are due, so that
 /// claims never walk them.
-fn parked() -> NaiveDateTime {
+pub(crate) fn parked() -> NaiveDateTime {
     chrono::NaiveDate::from_ymd_opt(9999, 12, 31).and_then(|d| d.and_hms_opt(0, 0, 0)).unwrap_or_default()
 }
 
@@ -360,6 +360,7 @@ impl Store {
             }
             Ok::<_, StoreError>(())
         })?;
+        drop(pooled);
         self.webhook(id, owner)
     }
 
@@ -381,13 +382,13 @@ impl Store {
         Ok(w)
     }
 
-    /// Deletes a subscription and its deliveries.
+    /// Deletes a subscription; its deliveries go with it (`ON DELETE CASCADE`). The row is
+    /// locked before its deliveries, in the order disabling takes them.
     pub fn delete_webhook(&self, id: &str, owner: Option<&str>) -> Result<(), StoreError> {
         self.webhook(id, owner)?;
         let mut pooled = self.conn()?;
         let conn: &mut Db = &mut pooled;
         self.write_transaction(conn, |conn| {
-            diesel::delete(webhook_deliveries::table.filter(webhook_deliveries::webhook_id.eq(id))).execute(conn)?;
             diesel::delete(webhooks::table.filter(webhooks::id.eq(id))).execute(conn)?;
             Ok::<_, StoreError>(())
         })
@@ -428,7 +429,8 @@ impl Store {
         Ok(query.load(&mut conn)?)
     }
 
-    /// Queues a failed delivery for one more attempt, now. `Ok(None)`: it is not failed.
+    /// Queues a failed delivery for one more attempt, now (or, while its subscription is
+    /// disabled, when it is enabled again). `Ok(None)`: it is not failed.
     pub fn retry_delivery(
         &self,
         webhook_id: &str,
@@ -436,44 +438,44 @@ impl Store {
         last_try: i32,
         now: DateTime<Utc>,
     ) -> Result<Option<Delivery>, StoreError> {
-        let mut conn = self.conn()?;
-        let exists = webhook_deliveries::table
-            .filter(webhook_deliveries::id.eq(delivery_id))
-            .filter(webhook_deliveries::webhook_id.eq(webhook_id))
-            .select(Delivery::as_select())
-            .first(&mut conn)
-            .optional()?
-            .ok_or(StoreError::NotFound)?;
-        if exists.status != "failed" {
-            return Ok(None);
-        }
-        let enabled: bool =
-            webhooks::table.filter(webhooks::id.eq(webhook_id)).select(webhooks::enabled).first(&mut conn)?;
-        // a disabled subscription's delivery waits until it is enabled again
-        let due = if enabled { naive(now) } else { parked() };
-        let n = diesel::update(
-            webhook_deliveries::table
+        let mut pooled = self.conn()?;
+        let conn: &mut Db = &mut pooled;
+        self.write_transaction(conn, |conn| {
+            let exists = webhook_deliveries::table
                 .filter(webhook_deliveries::id.eq(delivery_id))
-                .filter(webhook_deliveries::status.eq("failed")),
-        )
-        .set((
-            webhook_deliveries::status.eq("pending"),
-            // one more attempt: if it fails, the delivery is failed again
-            webhook_deliveries::tries.eq(last_try),
-            webhook_deliveries::next_attempt_at.eq(due),
-            webhook_deliveries::updated_at.eq(naive(now)),
-        ))
-        .execute(&mut conn)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        Ok(Some(Delivery {
-            status: "pending".into(),
-            tries: last_try,
-            next_attempt_at: due,
-            updated_at: naive(now),
-            ..exists
-        }))
+                .filter(webhook_deliveries::webhook_id.eq(webhook_id))
+                .select(Delivery::as_select())
+                .first(conn)
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            if exists.status != "failed" {
+                return Ok(None);
+            }
+            // read under a lock an enabling PATCH must wait for (SQLite's writers queue anyway),
+            // so the two never cross and leave the delivery parked
+            let enabled_q = webhooks::table.filter(webhooks::id.eq(webhook_id)).select(webhooks::enabled);
+            let enabled: bool = match conn {
+                Db::Pg(pg) => enabled_q.for_share().first(pg)?,
+                Db::Sqlite(lite) => enabled_q.first(lite)?,
+            };
+            let due = if enabled { naive(now) } else { parked() };
+            diesel::update(webhook_deliveries::table.filter(webhook_deliveries::id.eq(delivery_id)))
+                .set((
+                    webhook_deliveries::status.eq("pending"),
+                    // one more attempt: if it fails, the delivery is failed again
+                    webhook_deliveries::tries.eq(last_try),
+                    webhook_deliveries::next_attempt_at.eq(due),
+                    webhook_deliveries::updated_at.eq(naive(now)),
+                ))
+                .execute(conn)?;
+            Ok(Some(Delivery {
+                status: "pending".into(),
+                tries: last_try,
+                next_attempt_at: due,
+                updated_at: naive(now),
+                ..exists
+            }))
+        })
     }
 
     /// Forgets deliveries that ended (succeeded or failed) before `before`: the log stays

@@ -476,10 +476,45 @@ async fn a_worker_that_refuses_private_addresses_checks_each_connection() {
         leeway_api::delivery::Deliverer::new(app.store.clone(), app.policy.clone(), app.clock.clone(), false).unwrap();
     strict.run_once().await.unwrap();
     assert_eq!(receiver.received().len(), 2, "nothing reached the private receiver");
-    for (webhook, why) in [(named, "resolves to no address a webhook may reach"), (literal, "private address")] {
+    // a name may resolve elsewhere later: retried; an address literal never changes: failed
+    for (webhook, why, status) in
+        [(named, "resolves to no address a webhook may reach", "pending"), (literal, "private address", "failed")]
+    {
         let log = deliveries(&app, &webhook).await;
         let error = log[1]["attempts"][0]["error"].as_str().unwrap().to_owned();
         assert!(error.contains(why), "{error}");
-        assert_eq!(log[1]["status"], "pending", "retried later, as any failed attempt");
+        assert_eq!(log[1]["status"], status);
     }
+}
+
+#[tokio::test]
+async fn a_disabled_subscription_holds_its_pending_deliveries_until_enabled() {
+    let policy = leeway_domain::ApprovalPolicy {
+        webhook_retry_schedule_seconds: vec![10],
+        ..leeway_domain::ApprovalPolicy::default()
+    };
+    let app = spawn_with(Options { policy: Some(policy), ..Options::default() }).await;
+    let cast = Cast::new(&app);
+    let receiver = Receiver::start().await;
+    let (webhook, _) = subscribe(&app, &receiver.url, None).await;
+    receiver.answer_next(&[500]);
+    app.create(&cast, json!({})).await;
+    app.deliver().await;
+    let patch = |enabled: bool| {
+        let (app, webhook) = (&app, webhook.clone());
+        async move {
+            let body = json!({"enabled": enabled});
+            app.send("PATCH", &format!("/v1/webhooks/{webhook}"), Some(&admin(app)), Some(&body), &[]).await
+        }
+    };
+    assert_eq!(patch(false).await.status, 200);
+    let parked = deliveries(&app, &webhook).await;
+    assert_eq!((parked[0]["status"].clone(), parked[0]["next_attempt_at"].clone()), (json!("pending"), Value::Null));
+    app.clock.advance(Duration::seconds(11));
+    app.deliver().await;
+    assert_eq!(receiver.received().len(), 1, "nothing is sent while disabled");
+    assert_eq!(patch(true).await.status, 200);
+    app.deliver().await;
+    assert_eq!(receiver.received().len(), 2, "sent once enabled again");
+    assert_eq!(deliveries(&app, &webhook).await[0]["status"], "succeeded");
 }

@@ -1,6 +1,6 @@
 //! Wire types of webhooks, the change feed and coverage.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use leeway_domain::FieldError;
 use leeway_persistence::{Attempt, Delivery, Webhook};
 use serde::{Deserialize, Serialize};
@@ -333,7 +333,7 @@ pub struct DeliveryView {
     pub exception_id: String,
     /// `pending`, `succeeded` or `failed`.
     pub status: String,
-    /// When it is next sent, while pending.
+    /// When it is next sent, while pending; `null` while its subscription is disabled.
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Every attempt, oldest first.
     pub attempts: Vec<AttemptView>,
@@ -348,7 +348,9 @@ impl From<&Delivery> for DeliveryView {
             event_id: d.event_id.clone(),
             exception_id: d.exception_id.clone(),
             status: d.status.clone(),
-            next_attempt_at: (d.status == "pending").then(|| d.next_attempt_at.and_utc()),
+            // a disabled subscription's deliveries wait with no time (kept as the far future)
+            next_attempt_at: (d.status == "pending" && d.next_attempt_at.and_utc().year() < 9999)
+                .then(|| d.next_attempt_at.and_utc()),
             attempts: d.attempt_log().into_iter().map(AttemptView::from).collect(),
         }
     }
