@@ -49,7 +49,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(integrations::coverage)
             .service(integrations::coverage_batch)
             .service(audit::audit_events)
-            .service(audit::audit_verify),
+            .service(audit::audit_verify)
+            .service(audit::audit_package),
     );
 }
 

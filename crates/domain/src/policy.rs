@@ -173,6 +173,13 @@ impl ApprovalPolicy {
         out
     }
 
+    /// The policy's fingerprint: SHA-256 (hex) of its JSON. An approval records the
+    /// fingerprint of the policy it was given under, so an audit package can show that policy.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(serde_json::to_vec(self).unwrap_or_default()))
+    }
+
     /// Checks the policy read from configuration: each level names at least one approver
     /// role; durations and intervals are positive and at most a hundred years, so that date
     /// arithmetic on any record's moments stays within the calendar.

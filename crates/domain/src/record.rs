@@ -506,6 +506,10 @@ pub struct Approval {
     pub risk: RiskSnapshot,
     /// No longer counts: the exception was returned, or re-assessed at a higher level.
     pub superseded: bool,
+    /// The fingerprint of the approval policy in force when it was given
+    /// ([`crate::ApprovalPolicy::fingerprint`]); `None` for approvals recorded before Leeway
+    /// kept it.
+    pub policy: Option<String>,
 }
 
 /// A periodic review (spec section 4).

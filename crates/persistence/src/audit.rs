@@ -208,3 +208,39 @@ impl Store {
         Ok(v)
     }
 }
+
+impl Store {
+    /// Keeps the policy a server runs with, under its fingerprint (once).
+    pub fn record_policy(&self, fingerprint: &str, document: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        use crate::schema::policies;
+        let mut conn = self.conn()?;
+        let known: i64 = policies::table.filter(policies::fingerprint.eq(fingerprint)).count().get_result(&mut conn)?;
+        if known > 0 {
+            return Ok(());
+        }
+        let inserted = diesel::insert_into(policies::table)
+            .values((
+                policies::fingerprint.eq(fingerprint),
+                policies::document.eq(document),
+                policies::first_seen.eq(crate::rows::naive(now)),
+            ))
+            .execute(&mut conn);
+        match inserted {
+            // another node recorded it meanwhile
+            Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => Ok(()),
+            other => other.map(|_| ()).map_err(StoreError::from),
+        }
+    }
+
+    /// The recorded policies among `fingerprints`: (fingerprint, JSON document, first seen).
+    pub fn policies(&self, fingerprints: &[String]) -> Result<Vec<(String, String, DateTime<Utc>)>, StoreError> {
+        use crate::schema::policies;
+        let mut conn = self.conn()?;
+        let rows: Vec<(String, String, chrono::NaiveDateTime)> = policies::table
+            .filter(policies::fingerprint.eq_any(fingerprints))
+            .order(policies::first_seen.asc())
+            .select((policies::fingerprint, policies::document, policies::first_seen))
+            .load(&mut conn)?;
+        Ok(rows.into_iter().map(|(f, d, t)| (f, d, crate::rows::utc(t))).collect())
+    }
+}

@@ -154,6 +154,9 @@ pub(crate) struct StoredApproval {
     residual_score: u32,
     residual_level: Level,
     superseded: bool,
+    /// The policy's fingerprint; absent in approvals stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    policy: Option<String>,
 }
 
 impl StoredApproval {
@@ -172,6 +175,7 @@ impl StoredApproval {
             residual_score: a.risk.residual_score.0,
             residual_level: a.risk.residual_level,
             superseded: a.superseded,
+            policy: a.policy.clone(),
         }
     }
 
@@ -192,6 +196,7 @@ impl StoredApproval {
                 residual_level: self.residual_level,
             },
             superseded: self.superseded,
+            policy: self.policy,
         })
     }
 }

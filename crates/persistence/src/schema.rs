@@ -125,6 +125,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Every approval policy a server ran with, by fingerprint.
+    policies (fingerprint) {
+        fingerprint -> Text,
+        document -> Text,
+        first_seen -> Timestamp,
+    }
+}
+
+diesel::table! {
     webhooks (id) {
         id -> Text,
         url -> Text,

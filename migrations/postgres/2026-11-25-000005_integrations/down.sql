@@ -5,6 +5,7 @@ DROP TABLE webhook_deliveries;
 DROP TABLE webhooks;
 DROP FUNCTION leeway_number_feed(INTEGER);
 DROP TABLE feed_state;
+DROP TABLE policies;
 DROP INDEX audit_events_actor;
 DROP INDEX audit_events_unnumbered;
 DROP INDEX audit_events_feed;

@@ -56,6 +56,14 @@ END $$;
 -- the global audit log filtered by who acted, for auditors (`GET /v1/audit/events?actor=`)
 CREATE INDEX audit_events_actor ON audit_events (actor_subject, seq);
 
+-- every approval policy a server ran with, by fingerprint: an approval records the
+-- fingerprint of the policy in force, and the audit package shows that policy
+CREATE TABLE policies (
+    fingerprint TEXT PRIMARY KEY,
+    document TEXT NOT NULL,
+    first_seen TIMESTAMP NOT NULL
+);
+
 -- Webhook subscriptions. `event_types` is a JSON array, NULL for every type.
 CREATE TABLE webhooks (
     id TEXT PRIMARY KEY,

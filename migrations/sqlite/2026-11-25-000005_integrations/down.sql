@@ -4,6 +4,7 @@ DROP TABLE coverage_periods;
 DROP TABLE webhook_deliveries;
 DROP TABLE webhooks;
 DROP TABLE feed_state;
+DROP TABLE policies;
 DROP INDEX audit_events_actor;
 DROP INDEX audit_events_unnumbered;
 DROP INDEX audit_events_feed;

@@ -113,3 +113,38 @@ async fn auditor_until_ends_audit_access_after_that_day() {
     app.clock.advance(Duration::days(1));
     assert_eq!(app.get("/v1/audit/events", &valid).await.status, 403, "honoured until that day ends");
 }
+
+#[tokio::test]
+async fn the_audit_package_holds_everything_and_the_policy_at_each_approval() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let auditor = app.token("audrey", "auditor", None);
+    let id = app.approved(&cast, json!({})).await;
+    let path = format!("/v1/exceptions/{id}/audit-package");
+    assert_eq!(app.get(&path, &cast.analyst).await.status, 403);
+    let p = app.get(&path, &auditor).await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(p.body["exception"]["id"], id.as_str());
+    assert_eq!(p.body["exception"]["status"], "active");
+    let history = p.body["history"]["items"].as_array().unwrap();
+    assert_eq!(history.len(), 6, "created .. activated");
+    assert_eq!(p.body["history"]["chain"]["valid"], true);
+    let approval = &p.body["exception"]["approvals"][0];
+    assert_eq!(
+        p.body["rounds"],
+        json!([{
+            "round": 1,
+            "assessment_ids": [p.body["exception"]["assessments"][0]["id"]],
+            "approval_ids": [approval["id"]],
+        }])
+    );
+    // the policy in force at the approval, under the fingerprint the approval recorded
+    let policies = p.body["policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 1);
+    assert_eq!(policies[0]["fingerprint"], approval["policy"]);
+    assert_eq!(policies[0]["approval_ids"], json!([approval["id"]]));
+    assert_eq!(policies[0]["policy"]["max_covering_per_asset"], app.policy.max_covering_per_asset);
+    assert_eq!(policies[0]["policy"]["low"]["max_duration_days"], app.policy.low.max_duration_days);
+    assert_eq!(p.body["approvals_without_policy"], json!([]));
+    assert_eq!(app.get("/v1/exceptions/EXC-999999/audit-package", &auditor).await.status, 404);
+}

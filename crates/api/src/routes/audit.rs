@@ -11,10 +11,10 @@ use utoipa::IntoParams;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
-use crate::routes::exceptions::json::AuditEventView;
+use crate::routes::exceptions::json::{AuditEventView, ChainView, ExceptionView, HistoryView};
 use crate::routes::exceptions::query::{text, time};
 use crate::routes::integrations::{DEFAULT_PAGE, MAX_PAGE, params};
-use json::{AuditLogItem, AuditLogPage, BrokenAt, VerifyView};
+use json::{AuditLogItem, AuditLogPage, AuditPackage, BrokenAt, PolicyInForce, RoundView, VerifyView};
 
 fn auditor(caller: &Caller) -> Result<(), ApiError> {
     if caller.0.has(Role::Auditor) || caller.0.has(Role::Admin) {
@@ -120,5 +120,78 @@ pub async fn audit_verify(state: web::Data<AppState>, caller: Caller) -> Result<
         exceptions_checked: v.exceptions_checked,
         events_checked: v.events_checked,
         first_broken: v.first_broken.map(|(exception_id, seq)| BrokenAt { exception_id, seq }),
+    }))
+}
+
+/// Everything an auditor needs about one exception, in one document to file: the exception
+/// with every assessment, approval, review, control check and round; its full history with
+/// the chain verified; and the approval policy in force at each approval.
+#[utoipa::path(
+    tag = "audit",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "UUID or key")),
+    responses(
+        (status = 200, description = "The package", body = AuditPackage),
+        (status = 403, description = "Not auditor or admin (`forbidden`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/exceptions/{id}/audit-package")]
+pub async fn audit_package(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    auditor(&caller)?;
+    let target = leeway_domain::ids::ExceptionRef::parse(&id).ok_or_else(ApiError::not_found)?;
+    let (st, actor) = (state.clone(), caller.0.clone());
+    let (e, events, policies) = web::block(move || {
+        let e = st.store.get(target, &actor)?;
+        let events = st.store.history(e.id)?;
+        let mut fingerprints: Vec<String> = e.approvals.iter().filter_map(|a| a.policy.clone()).collect();
+        fingerprints.sort();
+        fingerprints.dedup();
+        let policies = st.store.policies(&fingerprints)?;
+        Ok::<_, leeway_persistence::StoreError>((e, events, policies))
+    })
+    .await??;
+    let now = state.clock.now();
+    let broken = leeway_domain::audit::first_broken(&events).and_then(|i| events.get(i)).map(|ev| ev.seq);
+    let history = HistoryView {
+        items: events.into_iter().map(AuditEventView::from).collect(),
+        chain: ChainView { valid: broken.is_none(), first_broken_seq: broken },
+    };
+    let mut rounds: std::collections::BTreeMap<u32, RoundView> = std::collections::BTreeMap::new();
+    let fresh = |n: u32| RoundView { round: n, assessment_ids: Vec::new(), approval_ids: Vec::new() };
+    for a in &e.assessments {
+        rounds.entry(a.round).or_insert_with(|| fresh(a.round)).assessment_ids.push(a.id.to_string());
+    }
+    for a in &e.approvals {
+        rounds.entry(a.round).or_insert_with(|| fresh(a.round)).approval_ids.push(a.id.to_string());
+    }
+    let rounds: Vec<RoundView> = rounds.into_values().collect();
+    let policies = policies
+        .into_iter()
+        .map(|(fingerprint, document, first_seen)| PolicyInForce {
+            approval_ids: e
+                .approvals
+                .iter()
+                .filter(|a| a.policy.as_deref() == Some(fingerprint.as_str()))
+                .map(|a| a.id.to_string())
+                .collect(),
+            policy: serde_json::from_str(&document).unwrap_or(serde_json::Value::Null),
+            fingerprint,
+            first_seen,
+        })
+        .collect();
+    let approvals_without_policy =
+        e.approvals.iter().filter(|a| a.policy.is_none()).map(|a| a.id.to_string()).collect();
+    let exception = ExceptionView::render(&e, &caller.0, &state.policy, now);
+    Ok(HttpResponse::Ok().json(AuditPackage {
+        generated_at: now,
+        exception,
+        rounds,
+        history,
+        policies,
+        approvals_without_policy,
     }))
 }

@@ -74,6 +74,7 @@ pub(super) fn approve(
         at: time::truncate(ctx.now),
         risk,
         superseded: false,
+        policy: Some(ctx.policy.fingerprint()),
     });
     let mut out = vec![e.note(AuditAction::ApprovalRecorded, json!({"role": role}), Some(EventType::ApprovalRecorded))];
     out.extend(finish_if_complete(e, ctx, facts)?);

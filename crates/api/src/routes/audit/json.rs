@@ -47,3 +47,45 @@ pub struct VerifyView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_broken: Option<BrokenAt>,
 }
+
+/// A policy an approval was given under.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyInForce {
+    /// Its fingerprint (SHA-256 of its JSON), as each approval records it.
+    pub fingerprint: String,
+    /// When a server first ran with it.
+    pub first_seen: chrono::DateTime<chrono::Utc>,
+    /// The approvals given under it.
+    pub approval_ids: Vec<String>,
+    /// The policy, as `GET /v1/policy` showed it then (the domain's `ApprovalPolicy`).
+    #[schema(value_type = Object)]
+    pub policy: serde_json::Value,
+}
+
+/// One round of an exception's life: the first request, or a renewal.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoundView {
+    /// The round's number (1: the request; later: renewals and re-approvals).
+    pub round: u32,
+    /// Its assessments' ids.
+    pub assessment_ids: Vec<String>,
+    /// Its approvals' ids.
+    pub approval_ids: Vec<String>,
+}
+
+/// Everything an auditor files about one exception.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPackage {
+    /// When the package was made.
+    pub generated_at: chrono::DateTime<chrono::Utc>,
+    /// The exception with every assessment, control, approval, review and control check.
+    pub exception: crate::routes::exceptions::json::ExceptionView,
+    /// Its rounds, with what each assessed and approved.
+    pub rounds: Vec<RoundView>,
+    /// Every event, oldest first, with the chain verified.
+    pub history: crate::routes::exceptions::json::HistoryView,
+    /// The policy in force at each approval.
+    pub policies: Vec<PolicyInForce>,
+    /// Approvals recorded before Leeway kept the policy they were given under.
+    pub approvals_without_policy: Vec<String>,
+}

@@ -784,6 +784,9 @@ pub struct ApprovalView {
     pub counts: bool,
     /// The risk accepted.
     pub risk: RiskSnapshotView,
+    /// Fingerprint of the approval policy in force when it was given (the audit package
+    /// shows that policy); null for approvals older than the record of it.
+    pub policy: Option<String>,
 }
 
 /// A running renewal round.
@@ -1010,6 +1013,7 @@ impl ExceptionView {
                     comment: a.comment.clone(),
                     approved_at: a.at,
                     counts: !a.superseded && a.round == e.round,
+                    policy: a.policy.clone(),
                     risk: RiskSnapshotView {
                         assessment_id: a.risk.assessment_id.to_string(),
                         method: a.risk.method.into(),
