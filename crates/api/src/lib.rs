@@ -59,7 +59,8 @@ pub struct AppState {
     components(schemas(
         routes::exceptions::query::ListSort,
         routes::integrations::json::WebhookEvent,
-        routes::integrations::json::DeliveryStatus
+        routes::integrations::json::DeliveryStatus,
+        routes::exports::ExportFormat
     )),
     tags(
         (name = "exceptions", description = "Create, read, list and change exceptions"),

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod exceptions;
+pub mod exports;
 pub mod integrations;
 pub mod system;
 
@@ -21,6 +22,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(exceptions::create_exception)
             .service(exceptions::upsert_by_ref)
             .service(exceptions::list_exceptions)
+            .service(exports::export_exceptions)
             .service(exceptions::get_exception)
             .service(exceptions::patch_exception)
             .service(exceptions::submit_exception)

@@ -7,6 +7,7 @@ mod audit_log;
 mod auth;
 mod conventions;
 mod coverage;
+mod exports;
 mod governance;
 mod hardening;
 mod intake;

@@ -178,7 +178,7 @@ pub async fn get_exception(
 #[utoipa::path(
     tag = "exceptions",
     security(("bearer" = [])),
-    params(ListParams),
+    params(ListParams, query::PageParams),
     responses(
         (status = 200, description = "A page", body = ExceptionPage),
         (status = 400, description = "Bad parameter (`invalid_query`) or cursor (`invalid_cursor`)", body = Problem, content_type = "application/problem+json"),

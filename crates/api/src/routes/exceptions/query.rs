@@ -228,6 +228,13 @@ pub struct ListParams {
     q: Option<String>,
     /// Order; default `created_at`.
     sort: Option<ListSort>,
+}
+
+/// A list page: its size and where it starts.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(dead_code, reason = "documents the parameters; `parse` reads the query string itself")]
+pub struct PageParams {
     /// 1..500, default 50.
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
