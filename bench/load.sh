@@ -172,6 +172,19 @@ for backend in $BACKENDS; do
   run "$backend" "list 10, ?asset=" page -H "Authorization: Bearer $OFFICER" "$base/v1/exceptions?asset=asset-00007&limit=10"
   run "$backend" "list 10, covering + asset" page -H "Authorization: Bearer $OFFICER" "$base/v1/exceptions?covering=true&asset=asset-00007&limit=10"
   run "$backend" "list 10, restricted requester" page -H "Authorization: Bearer $TOKEN" "$base/v1/exceptions?limit=10"
+  # a streamed export of every row: its time and what it adds to the resident size
+  AUDITOR=$("$BIN" token --sub audrey --roles auditor --ttl 1h)
+  for fmt in ndjson csv; do
+    before=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+    n0=$(wc -l <"$work/rss")
+    start=$(date +%s.%N)
+    rows=$(curl -s "$base/v1/exports/exceptions?format=$fmt" -H "Authorization: Bearer $AUDITOR" | wc -l)
+    secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }')
+    during=$(tail -n +"$((n0 + 1))" "$work/rss" | sort -n | tail -1)
+    grow=$(awk -v a="$before" -v b="${during:-$before}" 'BEGIN { d = (b - a) / 1024; printf "%.1f", (d > 0 ? d : 0) }')
+    echo "$backend|export $fmt ($rows lines, ${secs}s)|-|+$grow|||" >>"$results"
+    printf '  export %-6s %8s lines in %6s s, resident size +%s MiB during it\n' "$fmt" "$rows" "$secs" "$grow"
+  done
   kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
   rss=$(sort -n "$work/rss" | tail -1 | awk '{printf "%.1f", $1/1024}')
   hwm=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$pid/status")

@@ -18,7 +18,7 @@ use crate::routes::exceptions::json::ExceptionView;
 use crate::routes::exceptions::query;
 
 /// Rows read and written per page.
-pub const PAGE: u32 = 500;
+pub const PAGE: u32 = 100;
 /// Controls an export row carries (`control_1_*` .. `control_5_*`).
 pub const CONTROLS: usize = 5;
 
