@@ -169,7 +169,8 @@ impl Auth {
         };
         // time-bound audit access: `auditor_until` (a date, inclusive, UTC) ends the auditor
         // role after that day; the token's other roles stay
-        if let Some(v) = claims.get("auditor_until") {
+        // an empty or null value is none, as identity providers send for an unset attribute
+        if let Some(v) = claims.get("auditor_until").filter(|v| !v.is_null() && v.as_str() != Some("")) {
             let until = v
                 .as_str()
                 .and_then(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())

@@ -173,11 +173,21 @@ impl ApprovalPolicy {
         out
     }
 
-    /// The policy's fingerprint: SHA-256 (hex) of its JSON. An approval records the
-    /// fingerprint of the policy it was given under, so an audit package can show that policy.
+    /// The approval rules as a canonical JSON document (keys sorted, no white space): every
+    /// member but the webhook retry schedule, which governs deliveries, not approvals.
+    pub fn rules_document(&self) -> String {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("webhook_retry_schedule_seconds");
+        }
+        crate::audit::canonical(&v)
+    }
+
+    /// The fingerprint of the approval rules: SHA-256 (hex) of [`Self::rules_document`]. An
+    /// approval records it, so an audit package can show the rules it was given under.
     pub fn fingerprint(&self) -> String {
         use sha2::{Digest, Sha256};
-        hex::encode(Sha256::digest(serde_json::to_vec(self).unwrap_or_default()))
+        hex::encode(Sha256::digest(self.rules_document().as_bytes()))
     }
 
     /// Checks the policy read from configuration: each level names at least one approver
@@ -235,5 +245,21 @@ impl ApprovalPolicy {
             return Err(format!("policy chronic_approver: {} cannot approve", self.chronic_approver));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_covers_the_approval_rules_only() {
+        let base = ApprovalPolicy::default();
+        let retries = ApprovalPolicy { webhook_retry_schedule_seconds: vec![1, 1, 2], ..base.clone() };
+        assert_eq!(base.fingerprint(), retries.fingerprint(), "delivery settings are not approval rules");
+        let limit = ApprovalPolicy { max_covering_per_asset: 6, ..base.clone() };
+        assert_ne!(base.fingerprint(), limit.fingerprint());
+        assert_eq!(base.fingerprint().len(), 64);
+        assert!(!base.rules_document().contains("webhook"));
     }
 }

@@ -196,9 +196,14 @@ impl Store {
                     }
                     expected = e.hash;
                 }
+                // the head was read before this exception's events: a change committed in
+                // between moves it, so a mismatch is judged again on one snapshot
                 if expected != *head {
-                    v.first_broken = Some((id.clone(), 0));
-                    return Ok(v);
+                    let (events, head) = chain_snapshot(&mut conn, id)?;
+                    if let Some(i) = break_in(&events, head.as_deref()) {
+                        v.first_broken = Some((id.clone(), events.get(i).map_or(0, |e| e.seq)));
+                        return Ok(v);
+                    }
                 }
             }
             if i64::try_from(chunk.len()).unwrap_or(0) < VERIFY_CHUNK {
@@ -209,7 +214,51 @@ impl Store {
     }
 }
 
+/// One exception's events, oldest first, and the chain head recorded on its row, read by one
+/// statement (so by one snapshot: a change committing meanwhile shows in both or in neither).
+fn chain_snapshot(conn: &mut Db, id: &str) -> Result<(Vec<Event>, Option<String>), StoreError> {
+    use crate::schema::exceptions;
+    let head = exceptions::table.filter(exceptions::id.eq(id.to_owned())).select(exceptions::audit_head).single_value();
+    let rows: Vec<(AuditRow, Option<String>)> = audit_events::table
+        .filter(audit_events::exception_id.eq(id.to_owned()))
+        .order(audit_events::seq.asc())
+        .select((AuditRow::as_select(), head))
+        .load(conn)?;
+    let head = match rows.first() {
+        Some(r) => r.1.clone(),
+        // no events at all: the head alone says whether there were some
+        None => exceptions::table
+            .filter(exceptions::id.eq(id.to_owned()))
+            .select(exceptions::audit_head)
+            .first::<String>(conn)
+            .optional()?,
+    };
+    Ok((rows.into_iter().map(|(r, _)| r.into_domain()).collect(), head))
+}
+
+/// Where a chain breaks: the index of the first event that does not match its hash or its
+/// predecessor, or `len` when the chain does not end on `head` (its last events are gone).
+pub fn break_in(events: &[Event], head: Option<&str>) -> Option<usize> {
+    if let Some(i) = leeway_domain::audit::first_broken(events) {
+        return Some(i);
+    }
+    let last = events.last().map_or(GENESIS, |e| e.hash.as_str());
+    match head {
+        Some(h) if h != last => Some(events.len()),
+        _ => None,
+    }
+}
+
 impl Store {
+    /// An exception's events with the chain head recorded on its row, from one snapshot.
+    pub fn history_with_head(
+        &self,
+        id: leeway_domain::ids::ExceptionId,
+    ) -> Result<(Vec<Event>, Option<String>), StoreError> {
+        let mut conn = self.conn()?;
+        chain_snapshot(&mut conn, &id.0.to_string())
+    }
+
     /// Keeps the policy a server runs with, under its fingerprint (once).
     pub fn record_policy(&self, fingerprint: &str, document: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
         use crate::schema::policies;

@@ -36,7 +36,7 @@ mod seed;
 mod webhooks;
 mod write;
 
-pub use audit::{AuditQuery, Verification};
+pub use audit::{AuditQuery, Verification, break_in};
 pub use connection::{Backend, Db, Store};
 pub use coverage::Covering;
 pub use error::StoreError;

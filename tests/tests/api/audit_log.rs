@@ -148,3 +148,26 @@ async fn the_audit_package_holds_everything_and_the_policy_at_each_approval() {
     assert_eq!(p.body["approvals_without_policy"], json!([]));
     assert_eq!(app.get("/v1/exceptions/EXC-999999/audit-package", &auditor).await.status, 404);
 }
+
+#[tokio::test]
+async fn the_audit_package_sees_a_chain_cut_short_and_empty_auditor_until_is_none() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let auditor = app.token("audrey", "auditor", None);
+    let id = app.create(&cast, json!({"submit": true})).await;
+    let history = app.get(&format!("/v1/exceptions/{id}/history"), &auditor).await;
+    let last = history.body["items"][1]["seq"].as_i64().unwrap();
+    app.sql(&format!("DELETE FROM audit_events WHERE seq = {last}"));
+    let p = app.get(&format!("/v1/exceptions/{id}/audit-package"), &auditor).await;
+    assert_eq!(p.body["history"]["chain"], json!({"valid": false, "first_broken_seq": 0}), "{}", p.body);
+
+    let now = app.now().timestamp();
+    for empty in [json!(""), Value::Null] {
+        let claims =
+            json!({"sub": "audrey", "iat": now, "exp": now + 600, "roles": ["auditor"], "auditor_until": empty});
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes()))
+                .unwrap();
+        assert_eq!(app.get("/v1/audit/events", &token).await.status, 200, "{empty} is no limit");
+    }
+}

@@ -64,4 +64,6 @@ async fn exports_stream_every_matching_exception_in_ndjson_and_csv() {
     assert_eq!(export(&app, "format=xml", &auditor).await.0, 400);
     assert_eq!(export(&app, "format=csv&limit=10", &auditor).await.0, 400);
     assert_eq!(export(&app, "format=csv&colour=red", &auditor).await.0, 400);
+    assert_eq!(export(&app, "format=csv&sort=-updated_at", &auditor).await.0, 400, "only creation order is stable");
+    assert_eq!(export(&app, "format=csv&sort=-created_at", &auditor).await.0, 200);
 }

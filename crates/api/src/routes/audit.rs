@@ -144,18 +144,19 @@ pub async fn audit_package(
     auditor(&caller)?;
     let target = leeway_domain::ids::ExceptionRef::parse(&id).ok_or_else(ApiError::not_found)?;
     let (st, actor) = (state.clone(), caller.0.clone());
-    let (e, events, policies) = web::block(move || {
+    let (e, events, head, policies) = web::block(move || {
         let e = st.store.get(target, &actor)?;
-        let events = st.store.history(e.id)?;
+        let (events, head) = st.store.history_with_head(e.id)?;
         let mut fingerprints: Vec<String> = e.approvals.iter().filter_map(|a| a.policy.clone()).collect();
         fingerprints.sort();
         fingerprints.dedup();
         let policies = st.store.policies(&fingerprints)?;
-        Ok::<_, leeway_persistence::StoreError>((e, events, policies))
+        Ok::<_, leeway_persistence::StoreError>((e, events, head, policies))
     })
     .await??;
     let now = state.clock.now();
-    let broken = leeway_domain::audit::first_broken(&events).and_then(|i| events.get(i)).map(|ev| ev.seq);
+    // a chain that does not end on the head recorded with the exception lost its last events
+    let broken = leeway_persistence::break_in(&events, head.as_deref()).map(|i| events.get(i).map_or(0, |ev| ev.seq));
     let history = HistoryView {
         items: events.into_iter().map(AuditEventView::from).collect(),
         chain: ChainView { valid: broken.is_none(), first_broken_seq: broken },
@@ -169,22 +170,26 @@ pub async fn audit_package(
         rounds.entry(a.round).or_insert_with(|| fresh(a.round)).approval_ids.push(a.id.to_string());
     }
     let rounds: Vec<RoundView> = rounds.into_values().collect();
-    let policies = policies
-        .into_iter()
-        .map(|(fingerprint, document, first_seen)| PolicyInForce {
-            approval_ids: e
-                .approvals
-                .iter()
-                .filter(|a| a.policy.as_deref() == Some(fingerprint.as_str()))
-                .map(|a| a.id.to_string())
-                .collect(),
-            policy: serde_json::from_str(&document).unwrap_or(serde_json::Value::Null),
-            fingerprint,
-            first_seen,
-        })
+    let mut in_force: Vec<PolicyInForce> = Vec::with_capacity(policies.len());
+    for (fingerprint, document, first_seen) in policies {
+        let policy = serde_json::from_str(&document)
+            .map_err(|err| ApiError::internal(&format!("stored policy {fingerprint} does not read: {err}")))?;
+        let approval_ids = e
+            .approvals
+            .iter()
+            .filter(|a| a.policy.as_deref() == Some(fingerprint.as_str()))
+            .map(|a| a.id.to_string())
+            .collect();
+        in_force.push(PolicyInForce { fingerprint, first_seen, approval_ids, policy });
+    }
+    // approvals older than the record of policies, or whose policy is not on record here
+    let approvals_without_policy = e
+        .approvals
+        .iter()
+        .filter(|a| a.policy.as_ref().is_none_or(|f| !in_force.iter().any(|p| p.fingerprint == *f)))
+        .map(|a| a.id.to_string())
         .collect();
-    let approvals_without_policy =
-        e.approvals.iter().filter(|a| a.policy.is_none()).map(|a| a.id.to_string()).collect();
+    let policies = in_force;
     let exception = ExceptionView::render(&e, &caller.0, &state.policy, now);
     Ok(HttpResponse::Ok().json(AuditPackage {
         generated_at: now,

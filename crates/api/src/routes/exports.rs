@@ -157,6 +157,11 @@ pub async fn export_exceptions(
             }
             "format" => return Err(ApiError::query("format", "given more than once")),
             "cursor" | "limit" => return Err(ApiError::query(&k, "an export is every matching row: no paging")),
+            // a row changed during the export would move in an updated_at order: sent twice,
+            // or never
+            "sort" if v.contains("updated_at") => {
+                return Err(ApiError::query("sort", "an export runs in creation order: created_at or -created_at"));
+            }
             _ => rest.push((k, v)),
         }
     }

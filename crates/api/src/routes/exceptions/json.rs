@@ -1120,7 +1120,8 @@ impl From<leeway_domain::audit::Event> for AuditEventView {
 pub struct ChainView {
     /// Every event matches its hash and links to its predecessor.
     pub valid: bool,
-    /// The first event that does not match, if any.
+    /// The first event that does not match, if any; 0 (audit package) when the chain does not
+    /// end on the head recorded with the exception: its last events are gone.
     pub first_broken_seq: Option<i64>,
 }
 
