@@ -100,8 +100,7 @@ impl Application {
             tracing::info!(migrations = ?applied, "applied pending migrations");
         }
         // the policy this server gives approvals under, kept for audit packages
-        let policy_json = config.policy.rules_document();
-        store.record_policy(&config.policy.fingerprint(), &policy_json, clock.now()).map_err(|e| e.to_string())?;
+        store.record_policy(&config.policy, clock.now()).map_err(|e| e.to_string())?;
         let (secret, generated) = config.resolve_secret(true)?;
         if let Some(path) = generated {
             tracing::warn!(path = %path.display(), "no LEEWAY_JWT_SECRET: generated a secret into this file (mode 0600); `leeway token` uses it");

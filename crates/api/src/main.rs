@@ -162,10 +162,7 @@ fn run(cli: Cli) -> Result<(), String> {
             init_logs(&config);
             let store = leeway_persistence::Store::connect(&config.database_url, 2).map_err(|e| e.to_string())?;
             store.migrate().map_err(|e| e.to_string())?;
-            let policy_json = config.policy.rules_document();
-            store
-                .record_policy(&config.policy.fingerprint(), &policy_json, SystemClock.now())
-                .map_err(|e| e.to_string())?;
+            store.record_policy(&config.policy, SystemClock.now()).map_err(|e| e.to_string())?;
             let started = std::time::Instant::now();
             let mut shown = 0;
             let report =

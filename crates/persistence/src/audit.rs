@@ -187,23 +187,24 @@ impl Store {
             let mut events = rows.into_iter().map(AuditRow::into_domain).peekable();
             for (id, head) in &chunk {
                 v.exceptions_checked += 1;
-                let mut expected = GENESIS.to_owned();
-                while let Some(e) = events.next_if(|e| e.entry.exception_id == *id) {
-                    v.events_checked += 1;
-                    if e.prev_hash != expected || e.entry.hash(&e.prev_hash) != e.hash {
-                        v.first_broken = Some((id.clone(), e.seq));
-                        return Ok(v);
+                let chain: Vec<Event> =
+                    std::iter::from_fn(|| events.next_if(|e| e.entry.exception_id == *id)).collect();
+                // (events checked, seq of the first break)
+                let broken = match break_in(&chain, Some(head)) {
+                    None => None,
+                    Some(i) if i < chain.len() => Some((i + 1, chain[i].seq)),
+                    // the head was read before this exception's events: a change committed in
+                    // between moves it, so a chain that seems cut is judged again on one snapshot
+                    Some(_) => {
+                        let (again, head) = chain_snapshot(&mut conn, id)?;
+                        break_in(&again, head.as_deref()).map(|i| (chain.len(), again.get(i).map_or(0, |e| e.seq)))
                     }
-                    expected = e.hash;
-                }
-                // the head was read before this exception's events: a change committed in
-                // between moves it, so a mismatch is judged again on one snapshot
-                if expected != *head {
-                    let (events, head) = chain_snapshot(&mut conn, id)?;
-                    if let Some(i) = break_in(&events, head.as_deref()) {
-                        v.first_broken = Some((id.clone(), events.get(i).map_or(0, |e| e.seq)));
-                        return Ok(v);
-                    }
+                };
+                let checked = broken.map_or(chain.len(), |(n, _)| n);
+                v.events_checked += u64::try_from(checked).unwrap_or(u64::MAX);
+                if let Some((_, seq)) = broken {
+                    v.first_broken = Some((id.clone(), seq));
+                    return Ok(v);
                 }
             }
             if i64::try_from(chunk.len()).unwrap_or(0) < VERIFY_CHUNK {
@@ -259,9 +260,11 @@ impl Store {
         chain_snapshot(&mut conn, &id.0.to_string())
     }
 
-    /// Keeps the policy a server runs with, under its fingerprint (once).
-    pub fn record_policy(&self, fingerprint: &str, document: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Keeps the approval rules a server runs with, under their fingerprint (once).
+    pub fn record_policy(&self, policy: &leeway_domain::ApprovalPolicy, now: DateTime<Utc>) -> Result<(), StoreError> {
         use crate::schema::policies;
+        let (fingerprint, document) = (policy.fingerprint(), policy.rules_document());
+        let (fingerprint, document) = (fingerprint.as_str(), document.as_str());
         let mut conn = self.conn()?;
         let known: i64 = policies::table.filter(policies::fingerprint.eq(fingerprint)).count().get_result(&mut conn)?;
         if known > 0 {

@@ -13,7 +13,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::routes::exceptions::json::{AuditEventView, ChainView, ExceptionView, HistoryView};
 use crate::routes::exceptions::query::{text, time};
-use crate::routes::integrations::{DEFAULT_PAGE, MAX_PAGE, params};
+use crate::routes::integrations::{MAX_PAGE, limit, next_after, params, seq};
 use json::{AuditLogItem, AuditLogPage, AuditPackage, BrokenAt, PolicyInForce, RoundView, VerifyView};
 
 fn auditor(caller: &Caller) -> Result<(), ApiError> {
@@ -70,19 +70,9 @@ pub async fn audit_events(
 ) -> Result<HttpResponse, ApiError> {
     auditor(&caller)?;
     let p = params(req.query_string(), &["after", "limit", "actor", "action", "from", "to", "exception_id"])?;
-    let number = |name: &str, min: i64, max: i64| {
-        p.get(name)
-            .map(|v| {
-                v.parse::<i64>()
-                    .ok()
-                    .filter(|n| (min..=max).contains(n))
-                    .ok_or_else(|| ApiError::query(name, format!("must be a whole number {min}..{max}")))
-            })
-            .transpose()
-    };
     let q = AuditQuery {
-        after: number("after", 0, i64::MAX)?.unwrap_or(0),
-        limit: number("limit", 1, MAX_PAGE)?.unwrap_or(DEFAULT_PAGE),
+        after: seq(&p, "after")?.unwrap_or(0),
+        limit: limit(&p, MAX_PAGE)?,
         actor: p.get("actor").map(|v| text("actor", v)).transpose()?,
         action: p.get("action").map(|v| text("action", v)).transpose()?,
         from: p.get("from").map(|v| time("from", v)).transpose()?,
@@ -91,7 +81,7 @@ pub async fn audit_events(
     };
     let (st, n) = (state.clone(), q.limit);
     let events = web::block(move || st.store.audit_log(&q)).await??;
-    let next_after = (i64::try_from(events.len()).unwrap_or(0) == n).then(|| events.last().map(|e| e.seq)).flatten();
+    let next_after = next_after(&events, n, |e| e.seq);
     let items = events
         .into_iter()
         .map(|e| AuditLogItem { exception_id: e.entry.exception_id.clone(), event: AuditEventView::from(e) })

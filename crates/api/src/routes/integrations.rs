@@ -47,18 +47,25 @@ pub(crate) fn params(raw: &str, known: &[&str]) -> Result<HashMap<String, String
     Ok(out)
 }
 
-fn limit(p: &HashMap<String, String>) -> Result<i64, ApiError> {
+/// `limit`: 1..`max`, default [`DEFAULT_PAGE`] (or `max` when smaller).
+pub(crate) fn limit(p: &HashMap<String, String>, max: i64) -> Result<i64, ApiError> {
     match p.get("limit") {
-        None => Ok(DEFAULT_PAGE),
+        None => Ok(DEFAULT_PAGE.min(max)),
         Some(v) => v
             .parse::<i64>()
             .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| ApiError::query("limit", format!("must be 1..{MAX_PAGE}"))),
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ApiError::query("limit", format!("must be 1..{max}"))),
     }
 }
 
-fn seq(p: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
+/// The position after a full page of `n` (its last item's), or none after a shorter one.
+pub(crate) fn next_after<T, K>(items: &[T], n: i64, key: impl Fn(&T) -> K) -> Option<K> {
+    if i64::try_from(items.len()).unwrap_or(0) == n { items.last().map(key) } else { None }
+}
+
+/// A sequence position: a whole number >= 0.
+pub(crate) fn seq(p: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
     p.get(name)
         .map(|v| {
             v.parse::<i64>()
@@ -186,7 +193,7 @@ pub async fn list_webhooks(
 ) -> Result<HttpResponse, ApiError> {
     let owner = webhook_owner(&caller)?;
     let p = params(req.query_string(), &["after", "limit"])?;
-    let n = limit(&p)?;
+    let n = limit(&p, MAX_PAGE)?;
     let after = p
         .get("after")
         .map(|a| {
@@ -199,8 +206,7 @@ pub async fn list_webhooks(
         .transpose()?;
     let st = state.clone();
     let items = web::block(move || st.store.webhooks(owner.as_deref(), after.as_deref(), n)).await??;
-    let next_after =
-        (i64::try_from(items.len()).unwrap_or(0) == n).then(|| items.last().map(|w| w.id.clone())).flatten();
+    let next_after = next_after(&items, n, |w| w.id.clone());
     Ok(HttpResponse::Ok().json(WebhookPage { items: items.iter().map(WebhookView::from).collect(), next_after }))
 }
 
@@ -342,20 +348,15 @@ pub async fn list_deliveries(
             _ => Err(ApiError::query("status", "must be one of: pending, succeeded, failed")),
         })
         .transpose()?;
-    let n = limit(&p)?;
-    if n > MAX_DELIVERY_PAGE {
-        return Err(ApiError::query("limit", format!("must be 1..{MAX_DELIVERY_PAGE}")));
-    }
+    let n = limit(&p, MAX_DELIVERY_PAGE)?;
     let q = DeliveryQuery { status, after: seq(&p, "after")?, limit: n };
-    let n = q.limit;
     let st = state.clone();
     let items = web::block(move || {
         st.store.webhook(&id, owner.as_deref())?;
         st.store.deliveries(&id, &q)
     })
     .await??;
-    let next_after =
-        (i64::try_from(items.len()).unwrap_or(0) == n).then(|| items.last().map(|d| d.event_seq)).flatten();
+    let next_after = next_after(&items, n, |d| d.event_seq);
     Ok(HttpResponse::Ok().json(DeliveryPage { items: items.iter().map(DeliveryView::from).collect(), next_after }))
 }
 
@@ -430,7 +431,7 @@ pub async fn feed(state: web::Data<AppState>, req: HttpRequest, caller: Caller) 
     }
     let p = params(req.query_string(), &["after", "limit"])?;
     let after = seq(&p, "after")?.unwrap_or(0);
-    let n = limit(&p)?;
+    let n = limit(&p, MAX_PAGE)?;
     let st = state.clone();
     let events = web::block(move || st.store.feed(after, n)).await??;
     let next_after = events.last().map_or(after, |e| e.seq);
