@@ -272,6 +272,31 @@ impl TestApp {
         Resp { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
     }
 
+    /// `POST /v1/imports?{query}` with `body` as `content_type`.
+    pub async fn import(
+        &self,
+        query: &str,
+        token: &str,
+        content_type: &str,
+        body: String,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = self
+            .client
+            .post(format!("{}/v1/imports?{query}", self.base))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.expect("send request");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap_or_default();
+        Resp { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+    }
+
     /// GET.
     pub async fn get(&self, path: &str, token: &str) -> Resp {
         self.send("GET", path, Some(token), None, &[]).await

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::AppState;
-use crate::contract::field_path;
+use crate::contract::{Contract, field_path};
 use crate::error::{ApiError, ProblemCode};
 use leeway_domain::FieldError;
 
@@ -85,35 +85,43 @@ fn member(field: &str) -> &str {
 /// (structure, types, lengths, enums, formats), serde for what is left of it, then the domain's
 /// parse, whose errors count for the members the contract found no fault with.
 fn decode<T: Wire>(raw: &[u8], req: &HttpRequest) -> Result<T::Parsed, ApiError> {
-    let mut value: Value = serde_json::from_slice(raw)
+    let value: Value = serde_json::from_slice(raw)
         .map_err(|e| ApiError::new(ProblemCode::MalformedJson, format!("the body is not valid JSON: {e}")))?;
-    let mut errors = Vec::new();
-    nul_characters(&value, "", &mut errors);
     let state = req.app_data::<web::Data<AppState>>().ok_or_else(|| ApiError::internal(&"no app state"))?;
     let pattern = req.match_pattern().unwrap_or_default();
-    let contract = state
-        .contract
-        .check(req.method().as_str(), &pattern, &value)
-        .ok_or_else(|| ApiError::internal(&format!("no body schema for {} {pattern}", req.method())))?;
-    errors.extend(contract);
-    // a body the contract lets be `null` (an optional action body) is an empty one
+    check::<T>(&state.contract, req.method().as_str(), &pattern, value)?.map_err(ApiError::validation)
+}
+
+/// `value` checked against the request-body schema of `method path` (a path template) and
+/// parsed: the value, or every invalid field (sorted). `Err` only when the operation takes
+/// no body.
+pub fn check<T: Wire>(
+    contract: &Contract,
+    method: &str,
+    path: &str,
+    mut value: Value,
+) -> Result<Result<T::Parsed, Vec<FieldError>>, ApiError> {
+    let mut errors = Vec::new();
+    nul_characters(&value, "", &mut errors);
+    let schema_errors = contract
+        .check(method, path, &value)
+        .ok_or_else(|| ApiError::internal(&format!("no body schema for {method} {path}")))?;
+    errors.extend(schema_errors);
     if value.is_null() && errors.is_empty() {
         value = Value::Object(serde_json::Map::new());
     }
-    // members at fault are left out, so that the rest can still be parsed and judged
     let faulty: BTreeSet<String> = errors.iter().map(|e| member(&e.field).to_owned()).collect();
     if let Value::Object(map) = &mut value {
         map.retain(|k, _| !faulty.contains(k));
     } else if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
+        return Ok(Err(errors));
     }
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(wire) => match wire.parse() {
-            Ok(parsed) if errors.is_empty() => return Ok(parsed),
+            Ok(parsed) if errors.is_empty() => return Ok(Ok(parsed)),
             Ok(_) => {}
             Err(more) => errors.extend(more.into_iter().filter(|e| !faulty.contains(member(&e.field)))),
         },
-        // what the contract let through and serde refused (a schema gap): still the field
         Err(e) if errors.is_empty() => {
             let at = field_path(&format!("/{}", e.path().to_string().replace('.', "/")));
             let message = e.inner().to_string();
@@ -123,7 +131,7 @@ fn decode<T: Wire>(raw: &[u8], req: &HttpRequest) -> Result<T::Parsed, ApiError>
         Err(_) => {}
     }
     errors.sort_by(|a, b| a.field.cmp(&b.field));
-    Err(ApiError::validation(errors))
+    Ok(Err(errors))
 }
 
 impl<T: Wire> FromRequest for JsonBody<T> {

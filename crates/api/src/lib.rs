@@ -60,7 +60,8 @@ pub struct AppState {
         routes::exceptions::query::ListSort,
         routes::integrations::json::WebhookEvent,
         routes::integrations::json::DeliveryStatus,
-        routes::exports::ExportFormat
+        routes::exports::ExportFormat,
+        routes::imports::ImportMode
     )),
     tags(
         (name = "exceptions", description = "Create, read, list and change exceptions"),

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod exceptions;
 pub mod exports;
+pub mod imports;
 pub mod integrations;
 pub mod system;
 
@@ -23,6 +24,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(exceptions::upsert_by_ref)
             .service(exceptions::list_exceptions)
             .service(exports::export_exceptions)
+            .service(imports::import_exceptions)
             .service(exceptions::get_exception)
             .service(exceptions::patch_exception)
             .service(exceptions::submit_exception)

@@ -9,6 +9,7 @@ mod assessment;
 mod clock;
 mod controls;
 mod decision;
+mod import;
 mod intake;
 mod renewal;
 
@@ -25,6 +26,7 @@ pub use assessment::AssessInput;
 pub use clock::next_due;
 pub use controls::{CheckInput, ControlChange};
 pub use decision::ApproveInput;
+pub use import::{IMPORT_ROLES, import_create, import_merge, importer};
 pub use intake::{NewException, Places, judge_limits};
 pub use renewal::{RenewalInput, ReviewInput};
 

@@ -164,6 +164,38 @@ impl Store {
         Err(StoreError::Corrupt("an idempotency key stayed taken after it was forgotten".into()))
     }
 
+    /// The answer kept for the request `claim` stands for, if it was answered within the
+    /// replay window; `IdempotencyKeyReused` when the key was used for another request. For
+    /// requests written in several transactions (imports), which cannot keep their answer
+    /// in the transaction of their change.
+    pub fn recall(&self, claim: &IdempotencyClaim, now: DateTime<Utc>) -> Result<Option<StoredResponse>, StoreError> {
+        let mut conn = self.conn()?;
+        match self.write_transaction(&mut conn, |conn| lookup(conn, claim, now))? {
+            Held::Free => Ok(None),
+            Held::Answer(stored) => Ok(Some(stored)),
+        }
+    }
+
+    /// Keeps `answer` for the request `claim` stands for. When a concurrent run of the same
+    /// request kept its answer first, that answer is returned to be replayed instead.
+    pub fn remember(
+        &self,
+        claim: &IdempotencyClaim,
+        answer: StoredResponse,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StoredResponse>, StoreError> {
+        let mut conn = self.conn()?;
+        let row = IdempotencyRow::new(claim, answer, now);
+        let kept = self.write_transaction(&mut conn, |conn| {
+            diesel::insert_into(idempotency_keys::table).values(&row).execute(conn).map_err(StoreError::from)
+        });
+        match kept {
+            Ok(_) => Ok(None),
+            Err(e) if is_unique_violation(&e) => self.recall(claim, now),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Forgets the idempotency keys whose replay window has passed at `now`; returns how many.
     pub fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let Some(before) = now.checked_sub_signed(chrono::Duration::hours(IDEMPOTENCY_WINDOW_HOURS)) else {

@@ -15,6 +15,7 @@
 //! - [`feed`]: the change feed, numbered after commit so that no reader skips an event.
 //! - [`webhooks`]: subscriptions and their deliveries, claimed under leases.
 //! - [`coverage`]: which exceptions cover an asset at a moment, now or in the past.
+//! - [`import`]: imports, a batch of rows per transaction.
 //! - [`seed`]: the batch write path `leeway seed` fills a database through.
 
 mod audit;
@@ -27,6 +28,7 @@ mod explain;
 mod facts;
 mod feed;
 mod idempotency;
+mod import;
 mod list;
 mod repository;
 mod rows;
@@ -42,6 +44,7 @@ pub use coverage::Covering;
 pub use error::StoreError;
 pub use feed::{FeedEvent, NUMBER_BATCH};
 pub use idempotency::{IDEMPOTENCY_WINDOW_HOURS, IdempotencyClaim, Outcome, StoredResponse};
+pub use import::{ImportRow, Imported, Slot};
 pub use list::{ListQuery, Page, Sort, Visibility};
 pub use repository::CallContext;
 pub use seed::{SeedStep, Seeded};

@@ -139,6 +139,34 @@ pub(crate) fn save(
     Ok(after)
 }
 
+/// Writes a new exception with its audit trail and idempotency record.
+pub(crate) fn insert(
+    conn: &mut Db,
+    ctx: &CallContext<'_>,
+    change: Change,
+    places: Option<crate::write::PlacesSeen>,
+    idempotency: Option<IdempotencyRow>,
+) -> Result<Exception, StoreError> {
+    let Change { after: e, happened } = change;
+    let row = ExceptionRow::from_domain(&e)?;
+    let snapshot = audit::snapshot(&row)?;
+    let (events, head) =
+        audit::chain(ctx.actor, ctx.request_id, &e, e.updated_at, GENESIS, &happened, Some(&snapshot))?;
+    write(
+        conn,
+        &Write {
+            row: Some((row, head)),
+            insert: true,
+            version: 0,
+            events,
+            idempotency,
+            places,
+            refs: &e.fields.external_refs,
+        },
+    )?;
+    Ok(e)
+}
+
 impl Store {
     /// Creates an exception built by `build` from the next key, with its audit trail.
     pub fn create(
@@ -153,24 +181,8 @@ impl Store {
             let mut facts = Facts::new(conn, reading);
             let change = facts.run(|f| build(key, f))?;
             let seen = facts.seen();
-            let e = change.after;
-            let row = ExceptionRow::from_domain(&e)?;
-            let snapshot = audit::snapshot(&row)?;
-            let (events, head) =
-                audit::chain(ctx.actor, ctx.request_id, &e, e.updated_at, GENESIS, &change.happened, Some(&snapshot))?;
-            write(
-                conn,
-                &Write {
-                    row: Some((row, head)),
-                    insert: true,
-                    version: 0,
-                    events,
-                    idempotency: idem.map(|c| IdempotencyRow::new(c, respond(&e), ctx.now)),
-                    places: seen,
-                    refs: &e.fields.external_refs,
-                },
-            )?;
-            Ok(e)
+            let idempotency = idem.map(|c| IdempotencyRow::new(c, respond(&change.after), ctx.now));
+            insert(conn, &ctx, change, seen, idempotency)
         });
         self.name_holder(written, ctx.actor)
     }
@@ -210,26 +222,9 @@ impl Store {
     /// Turns "one of these references is taken" into the reference and, for a caller who may
     /// see every exception, the key of the exception holding it. Runs only on that refusal.
     fn name_holder<T>(&self, written: Result<T, StoreError>, actor: &Actor) -> Result<T, StoreError> {
-        let refs = match written {
-            Err(StoreError::RefsTaken(refs)) => refs,
-            other => return other,
-        };
-        let mut conn = self.conn()?;
-        for r in &refs {
-            let holder: Option<i64> = external_refs::table
-                .inner_join(exceptions::table.on(exceptions::id.eq(external_refs::exception_id)))
-                .filter(external_refs::system.eq(&r.system).and(external_refs::ext_id.eq(&r.id)))
-                .select(exceptions::key_num)
-                .first(&mut conn)
-                .optional()?;
-            if let Some(k) = holder {
-                return Err(duplicate(r, Some(k), actor));
-            }
-        }
-        // the holder let go in the meantime: the refusal still stands for the first reference
-        match refs.first() {
-            Some(r) => Err(duplicate(r, None, actor)),
-            None => Err(StoreError::corrupt("a reference conflict without references")),
+        match written {
+            Err(StoreError::RefsTaken(refs)) => Err(holder(&mut *self.conn()?, &refs, actor)),
+            other => other,
         }
     }
 
@@ -242,13 +237,7 @@ impl Store {
 
     /// The id of the exception holding external reference (`system`, `id`), if any.
     pub fn find_by_ref(&self, system: &str, id: &str) -> Result<Option<ExceptionId>, StoreError> {
-        let mut conn = self.conn()?;
-        let found: Option<String> = external_refs::table
-            .filter(external_refs::system.eq(system).and(external_refs::ext_id.eq(id)))
-            .select(external_refs::exception_id)
-            .first(&mut conn)
-            .optional()?;
-        found.map(|s| uuid::Uuid::parse_str(&s).map(ExceptionId).map_err(StoreError::corrupt)).transpose()
+        find_by_ref(&mut *self.conn()?, system, id)
     }
 
     /// An exception's audit events, oldest first (the caller checks visibility first).
@@ -262,6 +251,39 @@ impl Store {
             .into_iter()
             .map(AuditRow::into_domain)
             .collect())
+    }
+}
+
+/// The id of the exception holding external reference (`system`, `id`), through `conn`.
+pub(crate) fn find_by_ref(conn: &mut Db, system: &str, id: &str) -> Result<Option<ExceptionId>, StoreError> {
+    let found: Option<String> = external_refs::table
+        .filter(external_refs::system.eq(system).and(external_refs::ext_id.eq(id)))
+        .select(external_refs::exception_id)
+        .first(conn)
+        .optional()?;
+    found.map(|s| uuid::Uuid::parse_str(&s).map(ExceptionId).map_err(StoreError::corrupt)).transpose()
+}
+
+/// The refusal for `refs`, one of which another exception holds: the first one held, with
+/// its holder's key when `actor` may see every exception.
+pub(crate) fn holder(conn: &mut Db, refs: &[ExternalRef], actor: &Actor) -> StoreError {
+    for r in refs {
+        let held: Result<Option<i64>, _> = external_refs::table
+            .inner_join(exceptions::table.on(exceptions::id.eq(external_refs::exception_id)))
+            .filter(external_refs::system.eq(&r.system).and(external_refs::ext_id.eq(&r.id)))
+            .select(exceptions::key_num)
+            .first(conn)
+            .optional();
+        match held {
+            Ok(Some(k)) => return duplicate(r, Some(k), actor),
+            Ok(None) => {}
+            Err(e) => return e.into(),
+        }
+    }
+    // the holder let go in the meantime: the refusal still stands for the first reference
+    match refs.first() {
+        Some(r) => duplicate(r, None, actor),
+        None => StoreError::corrupt("a reference conflict without references"),
     }
 }
 

@@ -42,37 +42,7 @@ impl Store {
     /// `n` fresh keys in one statement (on PostgreSQL from the sequence, on SQLite from the
     /// counter row), in increasing order.
     pub fn reserve_keys(&self, n: u32) -> Result<Vec<ExceptionKey>, StoreError> {
-        #[derive(QueryableByName)]
-        struct Key {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            key: i64,
-        }
-        let mut conn = self.conn()?;
-        let numbers: Vec<i64> = match &mut *conn {
-            Db::Pg(pg) => diesel::sql_query("SELECT nextval('exception_keys') AS key FROM generate_series(1, $1)")
-                .bind::<diesel::sql_types::Integer, _>(i32::try_from(n).map_err(StoreError::corrupt)?)
-                .load::<Key>(pg)?
-                .into_iter()
-                .map(|k| k.key)
-                .collect(),
-            Db::Sqlite(lite) => {
-                let last = diesel::sql_query(
-                    "UPDATE counters SET value = value + ?1 WHERE name = 'exception_key' RETURNING value AS key",
-                )
-                .bind::<diesel::sql_types::BigInt, _>(i64::from(n))
-                .get_result::<Key>(lite)?
-                .key;
-                (last - i64::from(n) + 1..=last).collect()
-            }
-        };
-        let mut keys = numbers
-            .into_iter()
-            .map(|n| {
-                u64::try_from(n).ok().and_then(ExceptionKey::new).ok_or_else(|| StoreError::corrupt(format!("key {n}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        keys.sort_unstable_by_key(|k| k.number());
-        Ok(keys)
+        reserve_keys_on(&mut *self.conn()?, n)
     }
 
     /// Readies the tables after a bulk load, before anyone waits for autovacuum: `VACUUM
@@ -115,4 +85,38 @@ impl Store {
         })?;
         Ok(events.len())
     }
+}
+
+/// `n` fresh keys through `conn` (inside its transaction, if one is open).
+pub(crate) fn reserve_keys_on(conn: &mut Db, n: u32) -> Result<Vec<ExceptionKey>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Key {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        key: i64,
+    }
+    let numbers: Vec<i64> = match conn {
+        Db::Pg(pg) => diesel::sql_query("SELECT nextval('exception_keys') AS key FROM generate_series(1, $1)")
+            .bind::<diesel::sql_types::Integer, _>(i32::try_from(n).map_err(StoreError::corrupt)?)
+            .load::<Key>(pg)?
+            .into_iter()
+            .map(|k| k.key)
+            .collect(),
+        Db::Sqlite(lite) => {
+            let last = diesel::sql_query(
+                "UPDATE counters SET value = value + ?1 WHERE name = 'exception_key' RETURNING value AS key",
+            )
+            .bind::<diesel::sql_types::BigInt, _>(i64::from(n))
+            .get_result::<Key>(lite)?
+            .key;
+            (last - i64::from(n) + 1..=last).collect()
+        }
+    };
+    let mut keys = numbers
+        .into_iter()
+        .map(|n| {
+            u64::try_from(n).ok().and_then(ExceptionKey::new).ok_or_else(|| StoreError::corrupt(format!("key {n}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    keys.sort_unstable_by_key(|k| k.number());
+    Ok(keys)
 }

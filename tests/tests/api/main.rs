@@ -10,6 +10,7 @@ mod coverage;
 mod exports;
 mod governance;
 mod hardening;
+mod imports;
 mod intake;
 mod integrations;
 mod lifecycle;

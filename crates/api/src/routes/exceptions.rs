@@ -594,7 +594,7 @@ fn ref_part(name: &str, v: &str, max: usize, system: bool) -> Result<String, Api
 /// The members of a create body an upsert cannot merge into an existing exception, when
 /// they differ from it: the emergency flag, `on_behalf_of`, and the controls (changed through
 /// their own endpoints).
-fn unmergeable(e: &Exception, new: &workflow::NewException) -> Vec<leeway_domain::FieldError> {
+pub(crate) fn unmergeable(e: &Exception, new: &workflow::NewException) -> Vec<leeway_domain::FieldError> {
     let mut locked = Vec::new();
     let mut refuse = |field: &str, why: &str| {
         locked.push(leeway_domain::FieldError::new(field, "not_editable", why.to_owned()));

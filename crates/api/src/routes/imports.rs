@@ -1,0 +1,570 @@
+//! Bulk imports: a JSON array, NDJSON or CSV of create bodies, created or upserted by
+//! external reference a batch at a time, with one result per row.
+//!
+//! Each row is checked against the create body's schema and parsed exactly as
+//! `POST /v1/exceptions` does; the valid rows are then judged and written by the store in
+//! batches of [`BATCH`] rows, one transaction each (see `leeway_persistence::Store::import_batch`).
+
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use futures_util::StreamExt;
+use leeway_domain::FieldError;
+use leeway_domain::workflow::{self, Ctx, IMPORT_ROLES};
+use leeway_persistence::{CallContext, IdempotencyClaim, ImportRow, Imported, Slot, StoredResponse};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::body::{IdempotencyHeader, IdempotencyKey, check};
+use crate::error::{ApiError, Problem, ProblemCode, current_request_id};
+use crate::routes::exceptions::json::{CreateException, Upsert, UpsertException};
+use crate::routes::exceptions::unmergeable;
+use crate::routes::exports::{CONTROLS, csv_header};
+
+/// Most rows in one import.
+pub const MAX_ROWS: usize = 10_000;
+/// Most bytes in one import's body.
+pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Rows per transaction: a crash loses at most the batch in flight.
+pub const BATCH: usize = 200;
+
+/// What an import does with each row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportMode {
+    /// Every row is a new exception (a row whose reference is held is invalid).
+    Create,
+    /// A row whose first external reference is held updates that exception, as
+    /// `PUT /v1/exceptions/by-ref/{system}/{external_id}` does; the others are created.
+    Upsert,
+}
+
+/// How an import runs.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ImportParams {
+    /// `create` (default) or `upsert`.
+    pub mode: Option<ImportMode>,
+    /// Submit every row (drafts otherwise; a JSON row may also say `"submit": true`).
+    pub submit: Option<bool>,
+    /// Judge every row and write nothing: the answer is what a real run would answer now,
+    /// without the ids and keys of rows that would be created.
+    pub dry_run: Option<bool>,
+}
+
+/// What became of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RowStatus {
+    /// A new exception.
+    Created,
+    /// The exception holding the row's reference, changed.
+    Updated,
+    /// The exception holding the row's reference, already as the row says.
+    Unchanged,
+    /// Refused: see `errors`; nothing of the row was written.
+    Invalid,
+}
+
+/// One reason a row was refused.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RowError {
+    /// The field (for CSV, the column: `control_2_kind`, `external_id`), or `row` for the
+    /// row as a whole.
+    pub field: String,
+    /// The problem code or field code, as the single-exception endpoints answer it.
+    pub code: String,
+    /// What to fix.
+    pub message: String,
+}
+
+/// The result of one row, in input order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RowResult {
+    /// 1-based: the array element, the NDJSON line, or the CSV record after the header.
+    pub row: u64,
+    /// What became of it.
+    pub status: RowStatus,
+    /// The exception's id (absent for invalid rows, and for rows a dry run would create).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    /// The exception's key, e.g. `EXC-000042` (likewise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Why the row is invalid.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<RowError>,
+}
+
+/// How many rows ended each way.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct ImportTotals {
+    /// Created.
+    pub created: u64,
+    /// Updated.
+    pub updated: u64,
+    /// Unchanged.
+    pub unchanged: u64,
+    /// Invalid.
+    pub invalid: u64,
+}
+
+/// The answer of an import.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ImportResult {
+    /// One per row, in input order.
+    pub results: Vec<RowResult>,
+    /// The counts.
+    pub totals: ImportTotals,
+    /// True for a dry run: nothing was written.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Ndjson,
+    Csv,
+}
+
+fn format_of(req: &HttpRequest) -> Result<Format, ApiError> {
+    let ct = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    match ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+        "application/json" => Ok(Format::Json),
+        "application/x-ndjson" => Ok(Format::Ndjson),
+        "text/csv" => Ok(Format::Csv),
+        _ => Err(ApiError::new(
+            ProblemCode::UnsupportedMediaType,
+            "send Content-Type: application/json (an array), application/x-ndjson or text/csv",
+        )),
+    }
+}
+
+fn too_large(detail: String) -> ApiError {
+    ApiError::new(ProblemCode::PayloadTooLarge, detail).with("max_rows", MAX_ROWS).with("max_bytes", MAX_BYTES)
+}
+
+/// One input row before it is checked: its number and its create body, or why it has none.
+type RawRow = (u64, Result<Value, Vec<RowError>>);
+
+fn row_error(field: &str, code: &str, message: impl Into<String>) -> RowError {
+    RowError { field: field.to_owned(), code: code.to_owned(), message: message.into() }
+}
+
+fn count_rows(n: usize) -> Result<(), ApiError> {
+    if n > MAX_ROWS {
+        return Err(too_large(format!("an import takes at most {MAX_ROWS} rows; split the file")));
+    }
+    Ok(())
+}
+
+fn json_rows(body: &[u8]) -> Result<Vec<RawRow>, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ProblemCode::MalformedJson, format!("the body is not valid JSON: {e}")))?;
+    let Value::Array(items) = value else {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "body",
+            "invalid_type",
+            "a JSON import is an array of create bodies",
+        )]));
+    };
+    count_rows(items.len())?;
+    Ok(items.into_iter().zip(1u64..).map(|(v, n)| (n, Ok(v))).collect())
+}
+
+fn ndjson_rows(body: &[u8]) -> Result<Vec<RawRow>, ApiError> {
+    let mut out = Vec::new();
+    for (line, n) in body.split(|b| *b == b'\n').zip(1u64..) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        count_rows(out.len().saturating_add(1))?;
+        let parsed = serde_json::from_slice::<Value>(line)
+            .map_err(|e| vec![row_error("row", "malformed_json", format!("the line is not valid JSON: {e}"))]);
+        out.push((n, parsed));
+    }
+    Ok(out)
+}
+
+/// The CSV columns that are lists, `;`-separated.
+const LIST_COLUMNS: [&str; 3] = ["control_ids", "assets", "tags"];
+/// Columns an export writes that an import does not take: the server sets them.
+const SERVER_COLUMNS: [&str; 3] = ["key", "status", "created_at"];
+
+fn csv_rows(body: &[u8]) -> Result<Vec<RawRow>, ApiError> {
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(body);
+    let known = csv_header();
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| ApiError::new(ProblemCode::MalformedBody, format!("the CSV header cannot be read: {e}")))?
+        .iter()
+        .map(|h| h.trim().to_owned())
+        .collect();
+    let mut bad = Vec::new();
+    for (i, h) in header.iter().enumerate() {
+        if !known.contains(h) {
+            bad.push(FieldError::new(
+                format!("header[{i}]"),
+                "unknown_column",
+                format!("unknown column {h:?}; the columns are: {}", known.join(", ")),
+            ));
+        } else if header[..i].contains(h) {
+            bad.push(FieldError::new(format!("header[{i}]"), "duplicate_column", format!("column {h:?} is repeated")));
+        }
+    }
+    if !bad.is_empty() {
+        return Err(ApiError::validation(bad));
+    }
+    let mut out = Vec::new();
+    for (record, n) in reader.records().zip(1u64..) {
+        count_rows(out.len().saturating_add(1))?;
+        let value = match record {
+            Err(e) => Err(vec![row_error("row", "malformed_csv", format!("the record cannot be read: {e}"))]),
+            Ok(r) if r.len() != header.len() => Err(vec![row_error(
+                "row",
+                "malformed_csv",
+                format!("{} fields where the header has {}", r.len(), header.len()),
+            )]),
+            Ok(r) => Ok(csv_body(&header, &r)),
+        };
+        out.push((n, value));
+    }
+    Ok(out)
+}
+
+/// A CSV record as a create body: empty cells are absent, lists split on `;`, controls and the
+/// external reference gathered into their objects.
+fn csv_body(header: &[String], record: &csv::StringRecord) -> Value {
+    let mut body = Map::new();
+    let mut controls: Vec<Map<String, Value>> = Vec::new();
+    let mut reference = Map::new();
+    for (column, cell) in header.iter().zip(record.iter()) {
+        let cell = cell.trim();
+        if cell.is_empty() || SERVER_COLUMNS.contains(&column.as_str()) {
+            continue;
+        }
+        if let Some((i, part)) = control_column(column) {
+            if controls.len() <= i {
+                controls.resize_with(i.saturating_add(1), Map::new);
+            }
+            if let Some(c) = controls.get_mut(i) {
+                c.insert(part.to_owned(), Value::String(cell.to_owned()));
+            }
+        } else if column == "external_system" {
+            reference.insert("system".to_owned(), Value::String(cell.to_owned()));
+        } else if column == "external_id" {
+            reference.insert("id".to_owned(), Value::String(cell.to_owned()));
+        } else if LIST_COLUMNS.contains(&column.as_str()) {
+            let items = cell.split(';').map(str::trim).filter(|s| !s.is_empty());
+            body.insert(column.clone(), Value::Array(items.map(|s| Value::String(s.to_owned())).collect()));
+        } else {
+            body.insert(column.clone(), Value::String(cell.to_owned()));
+        }
+    }
+    if !controls.is_empty() {
+        body.insert("controls".to_owned(), Value::Array(controls.into_iter().map(Value::Object).collect()));
+    }
+    if !reference.is_empty() {
+        body.insert("external_refs".to_owned(), Value::Array(vec![Value::Object(reference)]));
+    }
+    Value::Object(body)
+}
+
+/// `control_2_kind` -> (1, "kind").
+fn control_column(column: &str) -> Option<(usize, &str)> {
+    let rest = column.strip_prefix("control_")?;
+    let (n, part) = rest.split_once('_')?;
+    let n: usize = n.parse().ok()?;
+    (1..=CONTROLS).contains(&n).then(|| (n - 1, part))
+}
+
+/// A field of the create body as the CSV column it came from.
+fn csv_field(field: &str) -> String {
+    if let Some(rest) = field.strip_prefix("controls[")
+        && let Some((i, part)) = rest.split_once("].")
+        && let Ok(i) = i.parse::<usize>()
+    {
+        return format!("control_{}_{part}", i.saturating_add(1));
+    }
+    if let Some(rest) = field.strip_prefix("external_refs[0]") {
+        return match rest {
+            ".system" => "external_system".to_owned(),
+            ".id" => "external_id".to_owned(),
+            _ => "external_id".to_owned(),
+        };
+    }
+    match field.split_once('[') {
+        Some((list, _)) if LIST_COLUMNS.contains(&list) => list.to_owned(),
+        _ => field.to_owned(),
+    }
+}
+
+/// A refusal of one row as row errors: each invalid field, or the problem as a whole under
+/// the field it concerns.
+fn refusal(e: ApiError) -> Vec<RowError> {
+    let p = e.problem();
+    if !p.errors.is_empty() {
+        return p.errors.into_iter().map(|f| RowError { field: f.field, code: f.code, message: f.message }).collect();
+    }
+    let field = match p.code.as_str() {
+        "duplicate_external_reference" => "external_refs",
+        "duration_exceeds_policy" => "expires_at",
+        "limit_exceeded" => match p.extra.get("scope").and_then(Value::as_str) {
+            Some("business_unit") => "business_unit",
+            _ => "assets",
+        },
+        _ => "row",
+    };
+    vec![RowError { field: field.to_owned(), code: p.code, message: p.detail }]
+}
+
+/// A checked row, ready for the store.
+#[derive(Debug, Clone)]
+struct Checked {
+    row: u64,
+    upsert: Upsert,
+}
+
+async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(ProblemCode::MalformedBody, e.to_string()))?;
+        if body.len().saturating_add(chunk.len()) > MAX_BYTES {
+            return Err(too_large(format!("an import body is limited to {MAX_BYTES} bytes; split the file")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn flag(p: &std::collections::HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
+    match p.get(name).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ApiError::query(name, "must be true or false")),
+    }
+}
+
+/// Import exceptions in bulk.
+///
+/// Roles: `analyst`, `integration`, `admin`. The body is a JSON array of create bodies
+/// (`application/json`), one per line (`application/x-ndjson`), or CSV (`text/csv`) whose
+/// header names the create fields: `assets`, `control_ids` and `tags` `;`-separated,
+/// `control_1_description`, `control_1_kind`, `control_1_effectiveness` .. `control_5_*`,
+/// `external_system` and `external_id`; `key`, `status` and `created_at` (an export's) are
+/// ignored, so an export imports again unchanged. At most 10,000 rows and 16 MiB.
+///
+/// Every row gets a result in input order; an invalid row writes nothing and leaves the others.
+/// Rows are filed as an integration files them (the importer is the requester of record;
+/// `on_behalf_of` names the person) and recorded as `exception.imported`. Rows commit 200 at
+/// a time: a crash loses at most the batch in flight, and a re-run in `upsert` mode finishes
+/// the job. Send `Idempotency-Key` to have a retry replay the answer.
+#[utoipa::path(
+    tag = "exceptions",
+    security(("bearer" = [])),
+    params(ImportParams, IdempotencyHeader),
+    request_body(description = "The rows", content(
+        (Vec<CreateException> = "application/json"),
+        (String = "application/x-ndjson"),
+        (String = "text/csv"),
+    )),
+    responses(
+        (status = 200, description = "One result per row, and the totals", body = ImportResult),
+        (status = 400, description = "A bad parameter (`invalid_query`), a body that is not JSON (`malformed_json`) or a CSV header that cannot be read (`malformed_body`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A role that may not import (`forbidden`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "More than 10,000 rows or 16 MiB (`payload_too_large`, with `max_rows` and `max_bytes`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Another content type (`unsupported_media_type`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A JSON body that is not an array, or an unknown or repeated CSV column (`validation_failed`); a reused key (`idempotency_key_reused`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/imports")]
+pub async fn import_exceptions(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+    key: IdempotencyKey,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let Some(importer) = workflow::importer(&caller.0) else {
+        return Err(ApiError::forbidden("imports are for analyst, integration or admin")
+            .with("required_roles", IMPORT_ROLES.iter().map(|r| r.as_str()).collect::<Vec<_>>()));
+    };
+    let p = crate::routes::integrations::params(req.query_string(), &["mode", "submit", "dry_run"])?;
+    let mode = match p.get("mode").map(String::as_str) {
+        None | Some("create") => ImportMode::Create,
+        Some("upsert") => ImportMode::Upsert,
+        Some(_) => return Err(ApiError::query("mode", "must be create or upsert")),
+    };
+    let submit_all = flag(&p, "submit")?;
+    let dry_run = flag(&p, "dry_run")?;
+    let format = format_of(&req)?;
+    let body = read_body(payload).await?;
+    let claim = key.0.as_ref().filter(|_| !dry_run).map(|k| IdempotencyClaim {
+        subject: caller.0.subject.to_string(),
+        key: k.clone(),
+        request_hash: hex::encode(Sha256::digest(
+            [format!("POST /v1/imports?{}\n", req.query_string()).as_bytes(), &body].concat(),
+        )),
+    });
+    let now = state.clock.now();
+    if let Some(c) = claim.clone() {
+        let st = state.clone();
+        if let Some(stored) = web::block(move || st.store.recall(&c, now)).await?? {
+            return Ok(replay(stored));
+        }
+    }
+    let raw = match format {
+        Format::Json => json_rows(&body)?,
+        Format::Ndjson => ndjson_rows(&body)?,
+        Format::Csv => csv_rows(&body)?,
+    };
+    drop(body);
+    let rename = |f: String| if format == Format::Csv { csv_field(&f) } else { f };
+    // each row checked as a create body; the valid ones go to the store
+    let mut results: Vec<Option<RowResult>> = Vec::with_capacity(raw.len());
+    let mut valid: Vec<(usize, ImportRow<Checked>)> = Vec::new();
+    for (i, (row, value)) in raw.into_iter().enumerate() {
+        let invalid =
+            |errors: Vec<RowError>| RowResult { row, status: RowStatus::Invalid, id: None, key: None, errors };
+        let parsed = match value {
+            Err(errors) => Err(errors),
+            Ok(v) => check::<UpsertException>(&state.contract, "POST", "/v1/exceptions", v)?.map_err(|errors| {
+                errors
+                    .into_iter()
+                    .map(|f| RowError { field: rename(f.field), code: f.code.to_owned(), message: f.message })
+                    .collect()
+            }),
+        };
+        let mut upsert = match parsed {
+            Ok(u) => u,
+            Err(errors) => {
+                results.push(Some(invalid(errors)));
+                continue;
+            }
+        };
+        if submit_all && !upsert.new.emergency {
+            upsert.new.submit = true;
+        }
+        let by_ref = upsert.new.fields.external_refs.first().map(|r| (r.system.clone(), r.id.clone()));
+        let by_ref = match (mode, by_ref) {
+            (ImportMode::Create, _) => None,
+            (ImportMode::Upsert, Some(r)) => Some(r),
+            (ImportMode::Upsert, None) => {
+                let field = if format == Format::Csv { "external_id" } else { "external_refs" };
+                results.push(Some(invalid(vec![row_error(
+                    field,
+                    "required",
+                    "an upsert goes by external reference: give one (CSV: external_system and external_id)",
+                )])));
+                continue;
+            }
+        };
+        results.push(None);
+        valid.push((i, ImportRow { by_ref, input: Checked { row, upsert } }));
+    }
+    // batches, one transaction each; one blocking call per batch keeps the workers free
+    let request_id = current_request_id();
+    let importer = std::sync::Arc::new(importer);
+    for batch in valid.chunks(BATCH) {
+        let rows: Vec<ImportRow<Checked>> = batch.iter().map(|(_, r)| r.clone()).collect();
+        let (st, c, a, rid) = (state.clone(), caller.clone(), importer.clone(), request_id.clone());
+        let done = web::block(move || {
+            let ctx = CallContext { actor: &c.0, request_id: rid.as_deref(), now };
+            let dctx = Ctx { actor: &a, policy: &st.policy, now };
+            st.store.import_batch(ctx, &rows, dry_run, |input, slot, facts| match slot {
+                Slot::New(id, key) => Ok(workflow::import_create(
+                    &dctx,
+                    id,
+                    key,
+                    input.upsert.new.clone(),
+                    input.row,
+                    &mut Uuid::now_v7,
+                    facts,
+                )?),
+                Slot::Existing(e) => {
+                    let locked = unmergeable(e, &input.upsert.new);
+                    if !locked.is_empty() {
+                        return Err(leeway_domain::DomainError::Invalid(locked).into());
+                    }
+                    Ok(workflow::import_merge(
+                        e,
+                        &dctx,
+                        input.upsert.patch.clone(),
+                        input.upsert.new.submit,
+                        input.row,
+                        facts,
+                    )?)
+                }
+            })
+        })
+        .await??;
+        for ((i, r), outcome) in batch.iter().zip(done) {
+            let row = r.input.row;
+            let result = match outcome {
+                Ok(Imported::Created(e)) => RowResult {
+                    row,
+                    status: RowStatus::Created,
+                    id: (!dry_run).then_some(e.id.0),
+                    key: (!dry_run).then(|| e.key.to_string()),
+                    errors: Vec::new(),
+                },
+                Ok(Imported::Updated(e)) => RowResult {
+                    row,
+                    status: RowStatus::Updated,
+                    id: Some(e.id.0),
+                    key: Some(e.key.to_string()),
+                    errors: Vec::new(),
+                },
+                Ok(Imported::Unchanged(e)) => RowResult {
+                    row,
+                    status: RowStatus::Unchanged,
+                    id: Some(e.id.0),
+                    key: Some(e.key.to_string()),
+                    errors: Vec::new(),
+                },
+                Err(e) => RowResult {
+                    row,
+                    status: RowStatus::Invalid,
+                    id: None,
+                    key: None,
+                    errors: refusal(e.into()).into_iter().map(|f| RowError { field: rename(f.field), ..f }).collect(),
+                },
+            };
+            if let Some(slot) = results.get_mut(*i) {
+                *slot = Some(result);
+            }
+        }
+    }
+    let results: Vec<RowResult> = results.into_iter().flatten().collect();
+    let mut totals = ImportTotals::default();
+    for r in &results {
+        let n = match r.status {
+            RowStatus::Created => &mut totals.created,
+            RowStatus::Updated => &mut totals.updated,
+            RowStatus::Unchanged => &mut totals.unchanged,
+            RowStatus::Invalid => &mut totals.invalid,
+        };
+        *n = n.saturating_add(1);
+    }
+    let answer = StoredResponse {
+        status: 200,
+        body: serde_json::to_string(&ImportResult { results, totals, dry_run }).map_err(|e| ApiError::internal(&e))?,
+        location: None,
+        etag: None,
+    };
+    if let Some(c) = claim {
+        let (st, kept) = (state.clone(), answer.clone());
+        if let Some(first) = web::block(move || st.store.remember(&c, kept, now)).await?? {
+            return Ok(replay(first));
+        }
+    }
+    Ok(HttpResponse::Ok().content_type("application/json").body(answer.body))
+}
+
+fn replay(stored: StoredResponse) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").insert_header(("idempotent-replayed", "true")).body(stored.body)
+}

@@ -1,0 +1,256 @@
+//! Bulk imports: JSON, NDJSON and CSV rows, created or upserted by external reference a
+//! batch at a time, with one result per row in input order.
+
+use leeway_e2e::*;
+use serde_json::{Value, json};
+
+/// A valid create body holding reference `sheet/R{n}`, with `overrides` on top.
+fn row(n: u32, overrides: Value) -> Value {
+    let mut b = exception_body(json!({"external_refs": [{"system": "sheet", "id": format!("R{n}")}]}));
+    if let (Value::Object(b), Value::Object(o)) = (&mut b, overrides) {
+        for (k, v) in o {
+            if v.is_null() {
+                b.remove(&k);
+            } else {
+                b.insert(k, v);
+            }
+        }
+    }
+    b
+}
+
+fn ndjson(rows: &[Value]) -> String {
+    rows.iter().map(|r| format!("{r}\n")).collect()
+}
+
+fn statuses(r: &Resp) -> Vec<String> {
+    r.body["results"].as_array().unwrap().iter().map(|x| x["status"].as_str().unwrap().to_owned()).collect()
+}
+
+fn fields_of(r: &Resp, i: usize) -> Vec<String> {
+    r.body["results"][i]["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn count(app: &TestApp, token: &str) -> usize {
+    let r = app.get("/v1/exceptions?limit=100", token).await;
+    r.body["items"].as_array().unwrap().len()
+}
+
+/// The results without what only a real run assigns.
+fn without_ids(r: &Resp) -> Value {
+    let mut v = r.body["results"].clone();
+    for x in v.as_array_mut().unwrap() {
+        let x = x.as_object_mut().unwrap();
+        x.remove("id");
+        x.remove("key");
+    }
+    v
+}
+
+#[tokio::test]
+async fn a_json_import_answers_every_row_in_order_and_writes_only_the_valid_ones() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let past = (app.now() - chrono::Duration::days(1)).to_rfc3339();
+    let rows = json!([
+        row(1, json!({})),
+        row(2, json!({"justification": "short", "category": "nope"})),
+        row(3, json!({"submit": true, "on_behalf_of": "alice"})),
+        // refused by the domain, not the schema: a submit needs an expiry in the future
+        row(4, json!({"submit": true, "expires_at": past})),
+    ]);
+    let r = app.import("", &cast.analyst, "application/json", rows.to_string(), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(statuses(&r), ["created", "invalid", "created", "invalid"]);
+    assert_eq!(r.body["results"][1]["row"], 2);
+    assert_eq!(fields_of(&r, 1), ["category", "justification"]);
+    assert_eq!(fields_of(&r, 3), ["expires_at"]);
+    assert_eq!(r.body["results"][3]["errors"][0]["code"], "in_past");
+    assert!(r.body["results"][1].get("id").is_none());
+    assert_eq!(r.body["totals"], json!({"created": 2, "updated": 0, "unchanged": 0, "invalid": 2}));
+    assert_eq!(count(&app, &cast.analyst).await, 2, "invalid rows write nothing");
+
+    // row 3 was filed for alice, submitted, and recorded as imported
+    let id = r.body["results"][2]["id"].as_str().unwrap();
+    let e = app.get(&format!("/v1/exceptions/{id}"), &cast.requester).await;
+    assert_eq!((e.str("status"), e.str("on_behalf_of")), ("submitted".to_owned(), "alice".to_owned()));
+    assert_eq!(e.str("key"), r.body["results"][2]["key"].as_str().unwrap());
+    let h = app.get(&format!("/v1/exceptions/{id}/history"), &cast.analyst).await;
+    let actions: Vec<&str> =
+        h.body["items"].as_array().unwrap().iter().map(|x| x["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["imported", "submitted"]);
+    assert_eq!(h.body["items"][0]["changes"]["import_row"], 3);
+    assert_eq!(h.body["chain"]["valid"], true);
+
+    // who may, and what the body must be
+    let one = json!([row(9, json!({}))]).to_string();
+    let refused = app.import("", &cast.requester, "application/json", one.clone(), &[]).await;
+    assert_eq!((refused.status, refused.str("code")), (403, "forbidden".to_owned()));
+    assert_eq!(
+        app.import("", &app.token("root", "admin", None), "application/json", one.clone(), &[]).await.status,
+        200
+    );
+    assert_eq!(app.import("", &cast.analyst, "text/plain", one.clone(), &[]).await.status, 415);
+    let object = app.import("", &cast.analyst, "application/json", row(10, json!({})).to_string(), &[]).await;
+    assert_eq!((object.status, object.fields()), (422, vec!["body".to_owned()]));
+    assert_eq!(app.import("", &cast.analyst, "application/json", "[".into(), &[]).await.status, 400);
+    assert_eq!(app.import("mode=merge", &cast.analyst, "application/json", one.clone(), &[]).await.status, 400);
+    assert_eq!(app.import("dry_run=maybe", &cast.analyst, "application/json", one, &[]).await.status, 400);
+}
+
+#[tokio::test]
+async fn a_dry_run_answers_what_the_real_run_then_does_and_writes_nothing() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    // R2 is already held: in create mode its row is refused by the database, which makes the
+    // batch run again row by row
+    let held = app.create(&cast, json!({"external_refs": [{"system": "sheet", "id": "R2"}]})).await;
+    let body = ndjson(&[row(1, json!({})), row(2, json!({})), row(3, json!({"submit": true}))]);
+    let body = format!("{body}\nnot json\n");
+
+    let dry = app.import("dry_run=true", &cast.analyst, "application/x-ndjson", body.clone(), &[]).await;
+    assert_eq!(dry.status, 200, "{}", dry.body);
+    assert_eq!(dry.body["dry_run"], true);
+    assert_eq!(statuses(&dry), ["created", "invalid", "created", "invalid"]);
+    assert!(dry.body["results"][0].get("id").is_none(), "a dry run assigns no ids");
+    assert_eq!(count(&app, &cast.analyst).await, 1, "a dry run writes nothing");
+
+    let real = app.import("", &cast.analyst, "application/x-ndjson", body, &[]).await;
+    assert_eq!(real.body["dry_run"], false);
+    assert_eq!(without_ids(&real), without_ids(&dry), "the dry run told exactly what happened");
+    let dup = &real.body["results"][1];
+    assert_eq!(dup["errors"][0]["field"], "external_refs");
+    assert_eq!(dup["errors"][0]["code"], "duplicate_external_reference");
+    assert_eq!(real.body["results"][3]["row"], 5, "NDJSON rows are numbered by line");
+    assert_eq!(real.body["results"][3]["errors"][0]["code"], "malformed_json");
+    assert_eq!(count(&app, &cast.analyst).await, 3, "the two valid rows, once each");
+    let e = app.get(&format!("/v1/exceptions/{held}"), &cast.analyst).await;
+    assert_eq!(e.body["version"], 1, "the holder is untouched");
+}
+
+#[tokio::test]
+async fn an_upsert_import_run_again_changes_nothing_and_a_key_replays_its_answer() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    // more than two batches, so that results cross batch boundaries in order
+    let mut rows: Vec<Value> = (1..=450).map(|n| row(n, json!({}))).collect();
+    rows.push(row(0, json!({"external_refs": null})));
+    let first = app.import("mode=upsert", &cast.analyst, "application/json", json!(rows).to_string(), &[]).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body["totals"], json!({"created": 450, "updated": 0, "unchanged": 0, "invalid": 1}));
+    let numbers: Vec<u64> =
+        first.body["results"].as_array().unwrap().iter().map(|x| x["row"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, (1..=451).collect::<Vec<u64>>());
+    assert_eq!(fields_of(&first, 450), ["external_refs"], "an upsert needs a reference");
+
+    let again = app.import("mode=upsert", &cast.analyst, "application/json", json!(rows).to_string(), &[]).await;
+    assert_eq!(again.body["totals"], json!({"created": 0, "updated": 0, "unchanged": 450, "invalid": 1}));
+    assert_eq!(again.body["results"][7]["id"], first.body["results"][7]["id"]);
+
+    rows[7]["title"] = json!("Renamed in the spreadsheet");
+    rows[8]["submit"] = json!(true);
+    let changed = app.import("mode=upsert", &cast.analyst, "application/json", json!(rows).to_string(), &[]).await;
+    assert_eq!(changed.body["totals"], json!({"created": 0, "updated": 2, "unchanged": 448, "invalid": 1}));
+    let id = changed.body["results"][7]["id"].as_str().unwrap();
+    assert_eq!(
+        app.get(&format!("/v1/exceptions/{id}"), &cast.analyst).await.str("title"),
+        "Renamed in the spreadsheet"
+    );
+    let id = changed.body["results"][8]["id"].as_str().unwrap();
+    assert_eq!(app.get(&format!("/v1/exceptions/{id}"), &cast.analyst).await.str("status"), "submitted");
+    let h = app.get(&format!("/v1/exceptions/{id}/history"), &cast.analyst).await;
+    let actions: Vec<&str> =
+        h.body["items"].as_array().unwrap().iter().map(|x| x["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["imported", "submitted"], "a row that changes nothing records nothing");
+
+    // a retry under the same key replays; another request under it is refused
+    let small = json!([row(1000, json!({}))]).to_string();
+    let key = [("idempotency-key", "import-chunk-1")];
+    let a = app.import("mode=upsert", &cast.analyst, "application/json", small.clone(), &key).await;
+    let b = app.import("mode=upsert", &cast.analyst, "application/json", small.clone(), &key).await;
+    assert_eq!(statuses(&a), ["created"]);
+    assert_eq!(b.body, a.body, "the same answer, not `unchanged`");
+    assert_eq!(b.header("idempotent-replayed").as_deref(), Some("true"));
+    let other = app.import("", &cast.analyst, "application/json", small, &key).await;
+    assert_eq!((other.status, other.str("code")), (422, "idempotency_key_reused".to_owned()));
+}
+
+#[tokio::test]
+async fn a_csv_export_imports_again_unchanged_and_csv_errors_name_columns() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let auditor = app.token("audrey", "auditor", None);
+    for n in 1..=3 {
+        app.create(
+            &cast,
+            json!({"external_refs": [{"system": "sheet", "id": format!("R{n}")}], "tags": ["pci", "legacy"],
+                   "assets": [format!("db-{n}"), "shared-gw"], "business_impact": "Card payments stop, \"all\" of them",
+                   "remediation_due": "2027-06-30", "priority": "urgent", "submit": n == 2}),
+        )
+        .await;
+    }
+    let export = |app: &TestApp| {
+        let (client, url, token) =
+            (app.client.clone(), format!("{}/v1/exports/exceptions?format=csv", app.base), auditor.clone());
+        async move { client.get(url).bearer_auth(token).send().await.unwrap().text().await.unwrap() }
+    };
+    let csv = export(&app).await;
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+
+    // into the same database: every row is already as it says
+    let same = app.import("mode=upsert", &cast.analyst, "text/csv", csv.clone(), &[]).await;
+    assert_eq!(same.body["totals"], json!({"created": 0, "updated": 0, "unchanged": 3, "invalid": 0}), "{}", same.body);
+
+    // into a fresh one: the same exceptions come out again
+    let other = spawn().await;
+    let analyst = other.token("bob", "analyst", None);
+    let created = other.import("mode=upsert", &analyst, "text/csv", csv.clone(), &[]).await;
+    assert_eq!(created.body["totals"]["created"], 3, "{}", created.body);
+    let again = {
+        let (client, url, token) = (
+            other.client.clone(),
+            format!("{}/v1/exports/exceptions?format=csv", other.base),
+            other.token("audrey", "auditor", None),
+        );
+        client.get(url).bearer_auth(token).send().await.unwrap().text().await.unwrap()
+    };
+    let columns = |text: &str| -> Vec<Vec<String>> {
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        let header: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
+        let keep: Vec<usize> =
+            (0..header.len()).filter(|i| !["key", "status", "created_at"].contains(&header[*i].as_str())).collect();
+        r.records()
+            .map(|rec| {
+                let rec = rec.unwrap();
+                keep.iter().map(|i| rec.get(*i).unwrap_or_default().to_owned()).collect()
+            })
+            .collect()
+    };
+    assert_eq!(columns(&again), columns(&csv), "every imported column survives the round trip");
+
+    // errors name the CSV's columns
+    let bad = "title,category,policy_id,control_ids,assets,business_unit,justification,risk_owner,external_system,external_id,control_1_description,control_1_kind\n\
+               Okay title,configuration,POL-1,AC-1,h1;h2,payments,A justification long enough,erin,sheet,,WAF,sometimes\n\
+               Short row,configuration\n";
+    let r = app.import("", &cast.analyst, "text/csv", bad.to_owned(), &[]).await;
+    assert_eq!(statuses(&r), ["invalid", "invalid"], "{}", r.body);
+    assert_eq!(fields_of(&r, 0), ["control_1_effectiveness", "control_1_kind", "external_id"]);
+    assert_eq!(r.body["results"][1]["errors"][0]["code"], "malformed_csv");
+    let unknown = app.import("", &cast.analyst, "text/csv", "title,colour\nx,red\n".to_owned(), &[]).await;
+    assert_eq!((unknown.status, unknown.fields()), (422, vec!["header[1]".to_owned()]));
+}
+
+#[tokio::test]
+async fn imports_are_bounded_by_rows_and_bytes() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let rows = "{}\n".repeat(10_001);
+    let r = app.import("", &cast.analyst, "application/x-ndjson", rows, &[]).await;
+    assert_eq!((r.status, r.str("code")), (413, "payload_too_large".to_owned()));
+    assert_eq!((r.body["max_rows"].as_u64(), r.body["max_bytes"].as_u64()), (Some(10_000), Some(16 * 1024 * 1024)));
+    let huge = format!("[\"{}\"]", "x".repeat(16 * 1024 * 1024));
+    assert_eq!(app.import("", &cast.analyst, "application/json", huge, &[]).await.status, 413);
+    // other endpoints keep their 1 MiB
+    let big = exception_body(json!({"business_impact": "x".repeat(2 * 1024 * 1024)}));
+    assert_eq!(app.post("/v1/exceptions", &cast.requester, big).await.status, 413);
+}
