@@ -65,6 +65,63 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Import a CSV, JSON or NDJSON file of exceptions through a running server, in requests
+    /// of at most 5,000 rows. Exits 1 when a row was invalid (its errors in FILE.errors.csv),
+    /// 2 when the import could not run.
+    Import {
+        /// The file: .csv, .json (an array) or .ndjson.
+        file: PathBuf,
+        /// The server.
+        #[arg(long, env = "LEEWAY_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A bearer token (analyst, integration or admin).
+        #[arg(long, env = "LEEWAY_TOKEN", hide_env_values = true)]
+        token: String,
+        /// `create` (every row new) or `upsert` (by external reference: a re-run finishes the job).
+        #[arg(long, default_value = "create", value_parser = ["create", "upsert"])]
+        mode: String,
+        /// Submit every row.
+        #[arg(long)]
+        submit: bool,
+        /// Judge every row, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// `csv`, `json` or `ndjson` (default: from the file's extension).
+        #[arg(long, value_parser = ["csv", "json", "ndjson"])]
+        format: Option<String>,
+        /// Rows per request (tests use small chunks).
+        #[arg(long, default_value_t = leeway_api::client::CHUNK_ROWS, hide = true)]
+        chunk_rows: usize,
+    },
+    /// Export the exceptions a token may see, streamed to stdout, with a progress bar on
+    /// stderr.
+    Export {
+        /// The server.
+        #[arg(long, env = "LEEWAY_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A bearer token.
+        #[arg(long, env = "LEEWAY_TOKEN", hide_env_values = true)]
+        token: String,
+        /// `csv`, `ndjson` or `oscal` (an OSCAL 1.1 POA&M document).
+        #[arg(long, value_parser = ["csv", "ndjson", "oscal"])]
+        format: String,
+        /// A filter of `GET /v1/exceptions`, e.g. `--filter status=active --filter asset=db-1`.
+        #[arg(long = "filter", value_parser = parse_filter)]
+        filters: Vec<(String, String)>,
+    },
+}
+
+fn parse_filter(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("a filter is name=value, got {s:?}"))
+}
+
+/// The first retry's wait of `import` and `export`.
+const BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand)]
@@ -99,9 +156,73 @@ fn init_logs(config: &Config) {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
-    let config = Config::load(cli.config.as_deref())?;
-    match cli.command {
+/// How `leeway` ends: 1 when an import had invalid rows (or a server command failed), 2 when
+/// `import` or `export` could not run.
+enum Failure {
+    Rows(String),
+    Client(String),
+    Other(String),
+}
+
+/// Runs `import` or `export`; `None` for the server's commands.
+fn client_command(command: &Command) -> Option<Result<(), Failure>> {
+    match command {
+        Command::Import { file, url, token, mode, submit, dry_run, format, chunk_rows } => {
+            let opts = leeway_api::client::ImportOptions {
+                file: file.clone(),
+                url: url.clone(),
+                token: token.clone(),
+                format: format.clone(),
+                upsert: mode == "upsert",
+                submit: *submit,
+                dry_run: *dry_run,
+                backoff: BACKOFF,
+                chunk_rows: (*chunk_rows).clamp(1, leeway_api::client::CHUNK_ROWS),
+            };
+            let ran = runtime().and_then(|rt| rt.block_on(leeway_api::client::import(&opts)));
+            Some(match ran {
+                Err(e) => Err(Failure::Client(e)),
+                Ok(t) => {
+                    let what = if *dry_run { "would be" } else { "were" };
+                    println!(
+                        "{} created, {} updated, {} unchanged, {} invalid ({what} on the server)",
+                        t.created, t.updated, t.unchanged, t.invalid
+                    );
+                    if t.invalid > 0 {
+                        let errors = leeway_api::client::errors_file(file);
+                        Err(Failure::Rows(format!("{} row(s) invalid: see {}", t.invalid, errors.display())))
+                    } else {
+                        Ok(())
+                    }
+                }
+            })
+        }
+        Command::Export { url, token, format, filters } => {
+            let opts = leeway_api::client::ExportOptions {
+                url: url.clone(),
+                token: token.clone(),
+                format: format.clone(),
+                filters: filters.clone(),
+                backoff: BACKOFF,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let ran = runtime().and_then(|rt| rt.block_on(leeway_api::client::export(&opts, &mut out)));
+            Some(ran.map(|bytes| eprintln!("exported {bytes} bytes")).map_err(Failure::Client))
+        }
+        _ => None,
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match client_command(&cli.command) {
+        Some(done) => done,
+        None => server_command(cli.config, cli.command).map_err(Failure::Other),
+    }
+}
+
+fn server_command(config: Option<PathBuf>, command: Command) -> Result<(), String> {
+    let config = Config::load(config.as_deref())?;
+    match command {
         Command::Serve => {
             init_logs(&config);
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -196,6 +317,7 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{doc}");
             Ok(())
         }
+        Command::Import { .. } | Command::Export { .. } => Err("a client command reached the server's".to_owned()),
     }
 }
 
@@ -211,8 +333,15 @@ fn redact(url: &str) -> String {
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("leeway: {e}");
-        std::process::exit(1);
+    match run(Cli::parse()) {
+        Ok(()) => {}
+        Err(Failure::Rows(e)) | Err(Failure::Other(e)) => {
+            eprintln!("leeway: {e}");
+            std::process::exit(1);
+        }
+        Err(Failure::Client(e)) => {
+            eprintln!("leeway: {e}");
+            std::process::exit(2);
+        }
     }
 }
