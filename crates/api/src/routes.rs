@@ -5,6 +5,7 @@ pub mod exceptions;
 pub mod exports;
 pub mod imports;
 pub mod integrations;
+pub mod oscal;
 pub mod system;
 
 use utoipa::openapi::link::LinkBuilder;

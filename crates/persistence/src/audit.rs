@@ -160,6 +160,26 @@ impl Store {
         Ok(query.load(&mut conn)?.into_iter().map(AuditRow::into_domain).collect())
     }
 
+    /// The events that moved the status of the exceptions `ids` (their creation included),
+    /// by exception then oldest first: one statement for a page of exceptions.
+    pub fn status_changes(&self, ids: &[leeway_domain::ids::ExceptionId]) -> Result<Vec<Event>, StoreError> {
+        let ids: Vec<String> = ids.iter().map(|id| id.0.to_string()).collect();
+        let mut conn = self.conn()?;
+        Ok(audit_events::table
+            .filter(audit_events::exception_id.eq_any(ids))
+            .filter(
+                audit_events::from_status
+                    .is_null()
+                    .or(audit_events::from_status.ne(audit_events::to_status.nullable())),
+            )
+            .order((audit_events::exception_id.asc(), audit_events::seq.asc()))
+            .select(AuditRow::as_select())
+            .load(&mut conn)?
+            .into_iter()
+            .map(AuditRow::into_domain)
+            .collect())
+    }
+
     /// Walks every exception's chain, [`VERIFY_CHUNK`] exceptions at a time (their ids by
     /// index, then their events by index), so memory stays bounded whatever the size of the
     /// trail; stops at the first break. Each chain must also end on the head recorded on its

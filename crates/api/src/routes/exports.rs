@@ -16,6 +16,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::routes::exceptions::json::ExceptionView;
 use crate::routes::exceptions::query;
+use crate::routes::oscal;
 
 /// Rows read and written per page.
 pub const PAGE: u32 = 100;
@@ -103,6 +104,9 @@ pub enum ExportFormat {
     Ndjson,
     /// The columns an import takes.
     Csv,
+    /// An OSCAL 1.1.3 Plan of Action and Milestones document: each exception a risk and a
+    /// POA&M item.
+    Oscal,
 }
 
 /// The format; every filter of `GET /v1/exceptions` applies too (not `cursor` or `limit`:
@@ -110,7 +114,7 @@ pub enum ExportFormat {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ExportParams {
-    /// `ndjson` or `csv`.
+    /// `ndjson`, `csv` or `oscal`.
     pub format: ExportFormat,
 }
 
@@ -126,6 +130,7 @@ pub struct ExportParams {
         (status = 200, description = "The export", content(
             (String = "application/x-ndjson"),
             (String = "text/csv"),
+            (Object = "application/json"),
         )),
         (status = 400, description = "Bad parameter (`invalid_query`)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A role that may not export (`forbidden`)", body = Problem, content_type = "application/problem+json"),
@@ -152,7 +157,8 @@ pub async fn export_exceptions(
                 format = Some(match v.as_str() {
                     "ndjson" => ExportFormat::Ndjson,
                     "csv" => ExportFormat::Csv,
-                    _ => return Err(ApiError::query("format", "must be one of: ndjson, csv")),
+                    "oscal" => ExportFormat::Oscal,
+                    _ => return Err(ApiError::query("format", "must be one of: ndjson, csv, oscal")),
                 });
             }
             "format" => return Err(ApiError::query("format", "given more than once")),
@@ -165,11 +171,14 @@ pub async fn export_exceptions(
             _ => rest.push((k, v)),
         }
     }
-    let format = format.ok_or_else(|| ApiError::query("format", "is required: ndjson or csv"))?;
+    let format = format.ok_or_else(|| ApiError::query("format", "is required: ndjson, csv or oscal"))?;
     let now = state.clock.now();
     let rest = serde_urlencoded::to_string(&rest).map_err(|e| ApiError::internal(&e))?;
     let (mut q, _) = query::parse(&rest, &caller.0, now)?;
     q.limit = PAGE;
+    if format == ExportFormat::Oscal {
+        return Ok(attachment("application/json", "exceptions-poam.json").streaming(oscal(state, q, now)));
+    }
     let actor = caller.0.clone();
     let header = (format == ExportFormat::Csv).then(|| {
         let mut w = csv::Writer::from_writer(Vec::new());
@@ -199,7 +208,7 @@ pub async fn export_exceptions(
                         out.push(b'\n');
                     }
                 }
-                ExportFormat::Csv => {
+                ExportFormat::Csv | ExportFormat::Oscal => {
                     let mut w = csv::Writer::from_writer(out);
                     for e in &page.items {
                         if let Err(e) = w.write_record(csv_row(e, now)) {
@@ -220,12 +229,97 @@ pub async fn export_exceptions(
     let body = futures_util::StreamExt::chain(head, pages);
     let (content_type, name) = match format {
         ExportFormat::Ndjson => ("application/x-ndjson", "exceptions.ndjson"),
-        ExportFormat::Csv => ("text/csv; charset=utf-8", "exceptions.csv"),
+        ExportFormat::Csv | ExportFormat::Oscal => ("text/csv; charset=utf-8", "exceptions.csv"),
     };
+    Ok(attachment(content_type, name).streaming(body))
+}
+
+fn attachment(content_type: &str, name: &str) -> actix_web::HttpResponseBuilder {
     let mut res = HttpResponse::Ok();
-    res.content_type(content_type);
+    res.content_type(content_type.to_owned());
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         res.insert_header((CONTENT_DISPOSITION, v));
     }
-    Ok(res.streaming(body))
+    res
+}
+
+/// Where an OSCAL export stands: the risks, then the POA&M items, of the same rows.
+struct Walk {
+    q: ListQuery,
+    first: ListQuery,
+    items: bool,
+    /// Risks written, sorted by id: the items pass writes an item only for those, so every
+    /// item's risk is in the document even when rows change between the passes.
+    risks: Vec<uuid::Uuid>,
+    /// Items written.
+    written: u64,
+}
+
+/// The OSCAL POA&M, streamed in two passes over the list: every risk, then every item.
+fn oscal(
+    state: web::Data<AppState>,
+    q: ListQuery,
+    now: DateTime<Utc>,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, ApiError>> {
+    let head = oscal::head(uuid::Uuid::new_v4(), now);
+    let start = Walk { q: q.clone(), first: q, items: false, risks: Vec::new(), written: 0 };
+    let pages = futures_util::stream::unfold(Some(start), move |walk: Option<Walk>| {
+        let state = state.clone();
+        async move {
+            let mut walk = walk?;
+            let st = state.clone();
+            let (read, risks) = (walk.q.clone(), !walk.items);
+            let page = web::block(move || {
+                let page = st.store.list(&read)?;
+                let ids: Vec<_> = page.items.iter().map(|e| e.id).collect();
+                let changes = if risks { st.store.status_changes(&ids)? } else { Vec::new() };
+                Ok::<_, leeway_persistence::StoreError>((page, changes))
+            })
+            .await;
+            let (page, changes) = match page {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => return Some((Err(ApiError::from(e)), None)),
+                Err(e) => return Some((Err(ApiError::internal(&e)), None)),
+            };
+            let mut out = String::new();
+            for e in &page.items {
+                let part = if walk.items {
+                    if walk.risks.binary_search(&e.id.0).is_err() {
+                        continue;
+                    }
+                    out.push_str(if walk.written == 0 { ",\"poam-items\":[" } else { "," });
+                    walk.written = walk.written.saturating_add(1);
+                    oscal::item(e)
+                } else {
+                    out.push_str(if walk.risks.is_empty() { ",\"risks\":[" } else { "," });
+                    walk.risks.push(e.id.0);
+                    let id = e.id.0.to_string();
+                    let mine: Vec<_> = changes.iter().filter(|c| c.entry.exception_id == id).collect();
+                    oscal::risk(e, &mine, now)
+                };
+                out.push_str(&part.to_string());
+            }
+            let next = match page.next {
+                Some(after) => Some(Walk { q: ListQuery { after: Some(after), ..walk.q.clone() }, ..walk }),
+                None if !walk.items => {
+                    if !walk.risks.is_empty() {
+                        out.push(']');
+                    }
+                    walk.risks.sort_unstable();
+                    Some(Walk { q: walk.first.clone(), items: true, ..walk })
+                }
+                None => {
+                    // OSCAL wants at least one item
+                    if walk.written == 0 {
+                        out.push_str(",\"poam-items\":[");
+                        out.push_str(&oscal::no_item(now).to_string());
+                    }
+                    out.push_str(oscal::TAIL);
+                    None
+                }
+            };
+            Some((Ok(web::Bytes::from(out)), next))
+        }
+    });
+    futures_util::StreamExt::chain(futures_util::stream::iter([Ok(web::Bytes::from(head))]), pages)
 }
