@@ -71,6 +71,7 @@ pub struct AppState {
         (name = "governance", description = "Renewals and periodic reviews"),
         (name = "integrations", description = "Webhooks, the change feed, coverage for gates"),
         (name = "audit", description = "The whole audit trail and its verification"),
+        (name = "reports", description = "KPIs and hotspots"),
         (name = "system", description = "Health, the caller, the policy"),
     )
 )]

@@ -6,6 +6,7 @@ pub mod exports;
 pub mod imports;
 pub mod integrations;
 pub mod oscal;
+pub mod reports;
 pub mod system;
 
 use utoipa::openapi::link::LinkBuilder;
@@ -53,6 +54,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .service(integrations::feed)
             .service(integrations::coverage)
             .service(integrations::coverage_batch)
+            .service(reports::kpis)
+            .service(reports::hotspots)
             .service(audit::audit_events)
             .service(audit::audit_verify)
             .service(audit::audit_package),

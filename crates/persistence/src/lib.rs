@@ -16,6 +16,7 @@
 //! - [`webhooks`]: subscriptions and their deliveries, claimed under leases.
 //! - [`coverage`]: which exceptions cover an asset at a moment, now or in the past.
 //! - [`import`]: imports, a batch of rows per transaction.
+//! - [`reports`]: KPIs and hotspots, aggregated by the database.
 //! - [`seed`]: the batch write path `leeway seed` fills a database through.
 
 mod audit;
@@ -30,6 +31,7 @@ mod feed;
 mod idempotency;
 mod import;
 mod list;
+mod reports;
 mod repository;
 mod rows;
 mod scheduler;
@@ -46,6 +48,7 @@ pub use feed::{FeedEvent, NUMBER_BATCH};
 pub use idempotency::{IDEMPOTENCY_WINDOW_HOURS, IdempotencyClaim, Outcome, StoredResponse};
 pub use import::{ImportRow, Imported, Slot};
 pub use list::{ListQuery, Page, Sort, Visibility};
+pub use reports::{Chronic, Count, Hotspots, KpiQuery, Kpis, Repeat, UnitVolume};
 pub use repository::CallContext;
 pub use seed::{SeedStep, Seeded};
 pub use webhooks::{Attempt, Claimed, Delivery, DeliveryQuery, Next, Webhook, WebhookChange};

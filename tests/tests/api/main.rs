@@ -16,6 +16,7 @@ mod integrations;
 mod lifecycle;
 mod plans;
 mod recipes;
+mod reports;
 mod review;
 mod risk;
 mod statements;
