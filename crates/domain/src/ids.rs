@@ -94,6 +94,12 @@ impl Subject {
         Self("system".to_owned())
     }
 
+    /// The subject that signs what a legacy import replays without saying who did it (see
+    /// `workflow::import_legacy`).
+    pub fn legacy_import() -> Self {
+        Self("legacy-import".to_owned())
+    }
+
     /// The subject as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -26,7 +26,7 @@ pub use assessment::AssessInput;
 pub use clock::next_due;
 pub use controls::{CheckInput, ControlChange};
 pub use decision::ApproveInput;
-pub use import::{IMPORT_ROLES, import_create, import_merge, importer};
+pub use import::{IMPORT_ROLES, Legacy, LegacyApproval, import_create, import_legacy, import_merge, importer};
 pub use intake::{NewException, Places, judge_limits};
 pub use renewal::{RenewalInput, ReviewInput};
 

@@ -130,8 +130,9 @@ impl<'a> Facts<'a> {
     }
 
     fn read_places(&mut self, e: &Exception, now: DateTime<Utc>, bu_limited: bool) -> Result<Places, StoreError> {
-        if self.seen.is_some() {
+        if self.seen.is_some() && self.reading == Reading::Optimistic {
             // one write checks one read; a change that asks twice is judged under the locks
+            // (where the last read is the one the write checks: nothing moves under them)
             return Err(StoreError::Stale);
         }
         let f = &e.fields;

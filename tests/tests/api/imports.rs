@@ -254,3 +254,90 @@ async fn imports_are_bounded_by_rows_and_bytes() {
     let big = exception_body(json!({"business_impact": "x".repeat(2 * 1024 * 1024)}));
     assert_eq!(app.post("/v1/exceptions", &cast.requester, big).await.status, 413);
 }
+
+#[tokio::test]
+async fn a_legacy_import_brings_exceptions_in_as_they_stood_and_holds_every_rule() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    let admin = app.token("root", "admin", None);
+    let now = app.now();
+    let ago = |days: i64| (now - chrono::Duration::days(days)).to_rfc3339();
+    let low = json!({"method": "matrix", "likelihood": 2, "impact": 2, "rationale": "Old register: low"});
+    let officer = |days: i64| json!([{"role": "security_officer", "approver": "carol", "approved_at": ago(days), "comment": "ok"}]);
+    let rows = json!([
+        // active for a month
+        row(1, json!({"status": "active", "created_at": ago(30), "risk": low, "approvals": officer(29)})),
+        // approved long ago, past its expiry since: lands expired
+        row(
+            2,
+            json!({"status": "active", "created_at": ago(200), "expires_at": ago(10), "risk": low, "approvals": officer(199)})
+        ),
+        row(3, json!({"status": "draft", "created_at": ago(5)})),
+        row(4, json!({"status": "rejected", "created_at": ago(40), "risk": low})),
+        // refused: the history does not reach the status, or breaks a rule
+        row(5, json!({"status": "active", "created_at": ago(2), "risk": low})),
+        row(
+            6,
+            json!({"status": "active", "created_at": ago(30), "risk": low,
+                      "approvals": [{"role": "ciso", "approver": "dave", "approved_at": ago(29)}]})
+        ),
+        row(
+            7,
+            json!({"status": "active", "created_at": ago(400), "expires_at": ago(-30), "risk": low, "approvals": officer(399)})
+        ),
+        row(8, json!({"status": "sleeping", "created_at": "yesterday", "risk": {"method": "matrix"}})),
+    ]);
+    let r = app.import("legacy=true", &admin, "application/json", rows.to_string(), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        statuses(&r),
+        ["created", "created", "created", "created", "invalid", "invalid", "invalid", "invalid"],
+        "{}",
+        r.body
+    );
+    let status_of = |i: usize| {
+        let id = r.body["results"][i]["id"].as_str().unwrap().to_owned();
+        let app = &app;
+        let token = cast.analyst.clone();
+        async move { app.get(&format!("/v1/exceptions/{id}"), &token).await }
+    };
+    let active = status_of(0).await;
+    assert_eq!(active.str("status"), "active");
+    assert_eq!(active.body["approvals"][0]["approver"], "carol");
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(&active.str("created_at")).unwrap().timestamp(),
+        (now - chrono::Duration::days(30)).timestamp(),
+        "the historic creation time"
+    );
+    assert_eq!(status_of(1).await.str("status"), "expired");
+    assert_eq!(status_of(2).await.str("status"), "draft");
+    assert_eq!(status_of(3).await.str("status"), "rejected");
+
+    // one event, `imported`, by the importer, with the original values; the chain holds
+    let id = r.body["results"][0]["id"].as_str().unwrap();
+    let h = app.get(&format!("/v1/exceptions/{id}/history"), &cast.analyst).await;
+    let items = h.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", h.body);
+    assert_eq!((items[0]["action"].as_str(), items[0]["actor"]["subject"].as_str()), (Some("imported"), Some("root")));
+    assert_eq!(items[0]["to_status"], "active");
+    assert_eq!(items[0]["changes"]["legacy"]["approvals"][0]["approver"], "carol");
+    assert_eq!(items[0]["changes"]["legacy"]["status"], "active");
+    assert_eq!(h.body["chain"]["valid"], true);
+
+    let reason = |i: usize| r.body["results"][i]["errors"].clone();
+    assert_eq!(reason(4)[0]["field"], "status");
+    assert!(reason(4)[0]["message"].as_str().unwrap().contains("leads to pending_approval"), "{}", reason(4));
+    assert_eq!(reason(5)[0]["code"], "forbidden", "a ciso signature the low level does not need: {}", reason(5));
+    assert_eq!(reason(6)[0]["code"], "duration_exceeds_policy", "low allows 365 days: {}", reason(6));
+    let bad = reason(7);
+    let fields: Vec<&str> = bad.as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["created_at", "risk.rationale", "status"], "{}", reason(7));
+
+    // only an admin, only creating
+    let one = json!([row(9, json!({"status": "draft", "created_at": ago(1)}))]).to_string();
+    assert_eq!(app.import("legacy=true", &cast.analyst, "application/json", one.clone(), &[]).await.status, 403);
+    assert_eq!(app.import("legacy=true&mode=upsert", &admin, "application/json", one.clone(), &[]).await.status, 400);
+    // without legacy=true, the legacy members are unknown members of a create body
+    let plain = app.import("", &admin, "application/json", one, &[]).await;
+    assert_eq!(plain.body["results"][0]["status"], "invalid");
+}

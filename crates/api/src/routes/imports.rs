@@ -12,7 +12,7 @@ use leeway_domain::FieldError;
 use leeway_domain::workflow::{self, Ctx, IMPORT_ROLES};
 use leeway_persistence::{CallContext, IdempotencyClaim, ImportRow, Imported, Slot, StoredResponse};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -21,7 +21,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::body::{IdempotencyHeader, IdempotencyKey, check};
 use crate::error::{ApiError, Problem, ProblemCode, current_request_id};
-use crate::routes::exceptions::json::{CreateException, Upsert, UpsertException};
+use crate::routes::exceptions::json::{AssessBody, CreateException, Upsert, UpsertException};
 use crate::routes::exceptions::unmergeable;
 use crate::routes::exports::{CONTROLS, csv_header};
 
@@ -54,6 +54,10 @@ pub struct ImportParams {
     /// Judge every row and write nothing: the answer is what a real run would answer now,
     /// without the ids and keys of rows that would be created.
     pub dry_run: Option<bool>,
+    /// `admin` only, `create` mode: rows come in as they stood in the old tool, with `status`,
+    /// `created_at`, `risk` (as `PUT .../risk` takes it) and `approvals`
+    /// (`[{role, approver, approved_at, comment?}]`); CSV carries `status` and `created_at`.
+    pub legacy: Option<bool>,
 }
 
 /// What became of a row.
@@ -195,7 +199,7 @@ const LIST_COLUMNS: [&str; 3] = ["control_ids", "assets", "tags"];
 /// Columns an export writes that an import does not take: the server sets them.
 const SERVER_COLUMNS: [&str; 3] = ["key", "status", "created_at"];
 
-fn csv_rows(body: &[u8]) -> Result<Vec<RawRow>, ApiError> {
+fn csv_rows(body: &[u8], legacy: bool) -> Result<Vec<RawRow>, ApiError> {
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(body);
     let known = csv_header();
     let header: Vec<String> = reader
@@ -229,7 +233,7 @@ fn csv_rows(body: &[u8]) -> Result<Vec<RawRow>, ApiError> {
                 "malformed_csv",
                 format!("{} fields where the header has {}", r.len(), header.len()),
             )]),
-            Ok(r) => Ok(csv_body(&header, &r)),
+            Ok(r) => Ok(csv_body(&header, &r, legacy)),
         };
         out.push((n, value));
     }
@@ -238,13 +242,14 @@ fn csv_rows(body: &[u8]) -> Result<Vec<RawRow>, ApiError> {
 
 /// A CSV record as a create body: empty cells are absent, lists split on `;`, controls and the
 /// external reference gathered into their objects.
-fn csv_body(header: &[String], record: &csv::StringRecord) -> Value {
+fn csv_body(header: &[String], record: &csv::StringRecord, legacy: bool) -> Value {
     let mut body = Map::new();
     let mut controls: Vec<Map<String, Value>> = Vec::new();
     let mut reference = Map::new();
     for (column, cell) in header.iter().zip(record.iter()) {
         let cell = cell.trim();
-        if cell.is_empty() || SERVER_COLUMNS.contains(&column.as_str()) {
+        let history = legacy && (column == "status" || column == "created_at");
+        if cell.is_empty() || (SERVER_COLUMNS.contains(&column.as_str()) && !history) {
             continue;
         }
         if let Some((i, part)) = control_column(column) {
@@ -327,6 +332,107 @@ fn refusal(e: ApiError) -> Vec<RowError> {
 struct Checked {
     row: u64,
     upsert: Upsert,
+    legacy: Option<History>,
+}
+
+/// What a legacy row adds to a create body, parsed.
+#[derive(Debug, Clone)]
+struct History {
+    status: leeway_domain::Status,
+    created_at: chrono::DateTime<chrono::Utc>,
+    risk: Option<crate::routes::exceptions::json::Assessed>,
+    approvals: Vec<workflow::LegacyApproval>,
+    original: Value,
+}
+
+/// One approval of a legacy row, as sent.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalRow {
+    role: String,
+    approver: String,
+    approved_at: chrono::DateTime<chrono::Utc>,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// Takes the legacy members out of `value` (what is left is a create body) and parses them.
+fn history(
+    contract: &crate::contract::Contract,
+    value: &mut Value,
+) -> Result<Result<History, Vec<FieldError>>, ApiError> {
+    let Value::Object(map) = value else { return Ok(Err(Vec::new())) };
+    let mut take = |k: &str| map.remove(k);
+    let (status, created_at, risk, approvals) = (take("status"), take("created_at"), take("risk"), take("approvals"));
+    let original = json!({"status": status, "created_at": created_at, "risk": risk, "approvals": approvals});
+    let mut errors = Vec::new();
+    let status = match status.as_ref().and_then(Value::as_str) {
+        Some(s) => leeway_domain::Status::parse_field("status", s).map_err(|e| errors.push(e)).ok(),
+        None => {
+            errors.push(FieldError::new("status", "required", "a legacy row says where it stood"));
+            None
+        }
+    };
+    let created_at = match created_at.as_ref().and_then(Value::as_str) {
+        Some(s) => match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) => leeway_domain::time::moment("created_at", t.with_timezone(&chrono::Utc))
+                .map_err(|e| errors.push(e))
+                .ok(),
+            Err(_) => {
+                errors.push(FieldError::new("created_at", "invalid_value", "an RFC 3339 date-time"));
+                None
+            }
+        },
+        None => {
+            errors.push(FieldError::new("created_at", "required", "a legacy row says when it was created"));
+            None
+        }
+    };
+    let risk = match risk {
+        None | Some(Value::Null) => None,
+        Some(r) => match check::<AssessBody>(contract, "PUT", "/v1/exceptions/{id}/risk", r)? {
+            Ok(a) => Some(a),
+            Err(more) => {
+                errors.extend(more.into_iter().map(|f| f.under("risk")));
+                None
+            }
+        },
+    };
+    let mut parsed = Vec::new();
+    if let Some(a) = approvals.filter(|a| !a.is_null()) {
+        match serde_json::from_value::<Vec<ApprovalRow>>(a) {
+            Err(e) => errors.push(FieldError::new(
+                "approvals",
+                "invalid_value",
+                format!("[{{role, approver, approved_at, comment?}}]: {e}"),
+            )),
+            Ok(rows) => {
+                for (i, a) in rows.into_iter().enumerate() {
+                    let at = |f: &str| format!("approvals[{i}].{f}");
+                    let role =
+                        leeway_domain::kinds::Role::parse_field(&at("role"), &a.role).map_err(|e| errors.push(e)).ok();
+                    let approver = leeway_domain::ids::Subject::parse(&at("approver"), &a.approver)
+                        .map_err(|e| errors.push(e))
+                        .ok();
+                    if let (Some(role), Some(approver)) = (role, approver) {
+                        parsed.push(workflow::LegacyApproval {
+                            role,
+                            approver,
+                            approved_at: a.approved_at,
+                            comment: a.comment,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Ok(Err(errors));
+    }
+    match (status, created_at) {
+        (Some(status), Some(created_at)) => Ok(Ok(History { status, created_at, risk, approvals: parsed, original })),
+        _ => Ok(Err(errors)),
+    }
 }
 
 async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
@@ -393,7 +499,7 @@ pub async fn import_exceptions(
         return Err(ApiError::forbidden("imports are for analyst, integration or admin")
             .with("required_roles", IMPORT_ROLES.iter().map(|r| r.as_str()).collect::<Vec<_>>()));
     };
-    let p = crate::routes::integrations::params(req.query_string(), &["mode", "submit", "dry_run"])?;
+    let p = crate::routes::integrations::params(req.query_string(), &["mode", "submit", "dry_run", "legacy"])?;
     let mode = match p.get("mode").map(String::as_str) {
         None | Some("create") => ImportMode::Create,
         Some("upsert") => ImportMode::Upsert,
@@ -401,6 +507,13 @@ pub async fn import_exceptions(
     };
     let submit_all = flag(&p, "submit")?;
     let dry_run = flag(&p, "dry_run")?;
+    let legacy = flag(&p, "legacy")?;
+    if legacy && !caller.0.has(leeway_domain::kinds::Role::Admin) {
+        return Err(ApiError::forbidden("a legacy import is for admin").with("required_roles", ["admin"]));
+    }
+    if legacy && (mode == ImportMode::Upsert || submit_all) {
+        return Err(ApiError::query("legacy", "a legacy import creates, as the rows say: no mode=upsert or submit"));
+    }
     let format = format_of(&req)?;
     let body = read_body(payload).await?;
     let claim = key.0.as_ref().filter(|_| !dry_run).map(|k| IdempotencyClaim {
@@ -420,7 +533,7 @@ pub async fn import_exceptions(
     let raw = match format {
         Format::Json => json_rows(&body)?,
         Format::Ndjson => ndjson_rows(&body)?,
-        Format::Csv => csv_rows(&body)?,
+        Format::Csv => csv_rows(&body, legacy)?,
     };
     drop(body);
     let rename = |f: String| if format == Format::Csv { csv_field(&f) } else { f };
@@ -430,16 +543,30 @@ pub async fn import_exceptions(
     for (i, (row, value)) in raw.into_iter().enumerate() {
         let invalid =
             |errors: Vec<RowError>| RowResult { row, status: RowStatus::Invalid, id: None, key: None, errors };
+        let as_rows = |errors: Vec<FieldError>| -> Vec<RowError> {
+            errors
+                .into_iter()
+                .map(|f| RowError { field: rename(f.field), code: f.code.to_owned(), message: f.message })
+                .collect()
+        };
         let parsed = match value {
             Err(errors) => Err(errors),
-            Ok(v) => check::<UpsertException>(&state.contract, "POST", "/v1/exceptions", v)?.map_err(|errors| {
-                errors
-                    .into_iter()
-                    .map(|f| RowError { field: rename(f.field), code: f.code.to_owned(), message: f.message })
-                    .collect()
-            }),
+            Ok(mut v) => {
+                let past = if legacy { Some(history(&state.contract, &mut v)?) } else { None };
+                let create = check::<UpsertException>(&state.contract, "POST", "/v1/exceptions", v)?;
+                match (create, past) {
+                    (Ok(u), None) => Ok((u, None)),
+                    (Ok(u), Some(Ok(h))) => Ok((u, Some(h))),
+                    (create, past) => {
+                        let mut all = create.err().unwrap_or_default();
+                        all.extend(past.and_then(Result::err).unwrap_or_default());
+                        all.sort_by(|x, y| x.field.cmp(&y.field));
+                        Err(as_rows(all))
+                    }
+                }
+            }
         };
-        let mut upsert = match parsed {
+        let (mut upsert, legacy_row) = match parsed {
             Ok(u) => u,
             Err(errors) => {
                 results.push(Some(invalid(errors)));
@@ -464,7 +591,7 @@ pub async fn import_exceptions(
             }
         };
         results.push(None);
-        valid.push((i, ImportRow { by_ref, input: Checked { row, upsert } }));
+        valid.push((i, ImportRow { by_ref, input: Checked { row, upsert, legacy: legacy_row } }));
     }
     // batches, one transaction each; one blocking call per batch keeps the workers free
     let request_id = current_request_id();
@@ -476,15 +603,33 @@ pub async fn import_exceptions(
             let ctx = CallContext { actor: &c.0, request_id: rid.as_deref(), now };
             let dctx = Ctx { actor: &a, policy: &st.policy, now };
             st.store.import_batch(ctx, &rows, dry_run, |input, slot, facts| match slot {
-                Slot::New(id, key) => Ok(workflow::import_create(
-                    &dctx,
-                    id,
-                    key,
-                    input.upsert.new.clone(),
-                    input.row,
-                    &mut Uuid::now_v7,
-                    facts,
-                )?),
+                Slot::New(id, key) => match &input.legacy {
+                    None => Ok(workflow::import_create(
+                        &dctx,
+                        id,
+                        key,
+                        input.upsert.new.clone(),
+                        input.row,
+                        &mut Uuid::now_v7,
+                        facts,
+                    )?),
+                    Some(h) => Ok(workflow::import_legacy(
+                        &dctx,
+                        id,
+                        key,
+                        workflow::Legacy {
+                            new: input.upsert.new.clone(),
+                            status: h.status,
+                            created_at: h.created_at,
+                            risk: h.risk.as_ref().map(|r| r.input(Uuid::now_v7())),
+                            approvals: h.approvals.clone(),
+                            original: h.original.clone(),
+                        },
+                        input.row,
+                        &mut Uuid::now_v7,
+                        facts,
+                    )?),
+                },
                 Slot::Existing(e) => {
                     let locked = unmergeable(e, &input.upsert.new);
                     if !locked.is_empty() {
