@@ -43,8 +43,8 @@ pub struct KpiParams {
     /// Window end, exclusive (RFC 3339, 1970..9999); default: now.
     #[param(pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})-")]
     pub to: Option<DateTime<Utc>>,
-    /// Only this business unit.
-    #[param(min_length = 1, max_length = 100, pattern = "^[^\\u0000]*$")]
+    /// Only this business unit (1..200 characters, matched exactly).
+    #[param(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*$")]
     pub business_unit: Option<String>,
 }
 
@@ -239,8 +239,8 @@ pub async fn kpis(state: web::Data<AppState>, req: HttpRequest, caller: Caller) 
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HotspotParams {
-    /// Only this business unit.
-    #[param(min_length = 1, max_length = 100, pattern = "^[^\\u0000]*$")]
+    /// Only this business unit (1..200 characters, matched exactly).
+    #[param(min_length = 1, max_length = 200, pattern = "^[^\\u0000]*$")]
     pub business_unit: Option<String>,
     /// Items per list, 1..100, default 20.
     #[param(minimum = 1, maximum = 100)]
