@@ -1,9 +1,10 @@
 //! `leeway import` and `leeway export`: the bulk endpoints driven from a laptop.
 //!
 //! An import splits the file into requests of at most [`CHUNK_ROWS`] rows, each sent with an
-//! `Idempotency-Key` derived from the file, the options and the chunk (a retry, or the same
-//! command run again within the server's replay window, replays instead of importing twice),
-//! retries 429 and 5xx with backoff, and writes the invalid rows' errors to `FILE.errors.csv`.
+//! `Idempotency-Key` derived from the file, the options and the chunk (the same command run
+//! again within the server's replay window replays the chunks already answered), retries 429
+//! and 5xx with backoff where sending again is safe, and writes the invalid rows' errors to
+//! `FILE.errors.csv`.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
@@ -99,55 +100,101 @@ fn format_of(file: &Path, given: Option<&str>) -> Result<String, String> {
     }
 }
 
-/// Splits `data` into chunks of at most `per` rows, keeping each row's number in the file (the
-/// CSV record after the header, the NDJSON line, the JSON array element).
+/// Most bytes in one request's body, under the server's 16 MiB with room to spare.
+const CHUNK_BYTES: usize = 12 * 1024 * 1024;
+
+/// Gathers rows (each already serialized) into chunks of at most `per` rows and
+/// [`CHUNK_BYTES`], each body framed by `open`, `sep` and `close`.
+struct Chunker<'a> {
+    per: usize,
+    open: &'a [u8],
+    sep: &'a [u8],
+    close: &'a [u8],
+    current: Chunk,
+    out: Vec<Chunk>,
+}
+
+impl<'a> Chunker<'a> {
+    fn new(per: usize, open: &'a [u8], sep: &'a [u8], close: &'a [u8]) -> Self {
+        Self {
+            per: per.max(1),
+            open,
+            sep,
+            close,
+            current: Chunk { body: Vec::new(), rows: Vec::new() },
+            out: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, n: u64, row: &[u8]) {
+        let full = self.current.rows.len() >= self.per
+            || self.current.body.len().saturating_add(row.len()).saturating_add(self.sep.len()) > CHUNK_BYTES;
+        if full && !self.current.rows.is_empty() {
+            self.flush();
+        }
+        if self.current.rows.is_empty() {
+            self.current.body.extend_from_slice(self.open);
+        } else {
+            self.current.body.extend_from_slice(self.sep);
+        }
+        self.current.body.extend_from_slice(row);
+        self.current.rows.push(n);
+    }
+
+    fn flush(&mut self) {
+        let mut done = std::mem::replace(&mut self.current, Chunk { body: Vec::new(), rows: Vec::new() });
+        done.body.extend_from_slice(self.close);
+        self.out.push(done);
+    }
+
+    fn finish(mut self) -> Vec<Chunk> {
+        if !self.current.rows.is_empty() {
+            self.flush();
+        }
+        self.out
+    }
+}
+
+/// Splits `data` into chunks of at most `per` rows (and [`CHUNK_BYTES`]), keeping each row's
+/// number in the file (the CSV record after the header, the NDJSON line, the JSON array
+/// element).
 fn chunks(data: &[u8], format: &str, per: usize) -> Result<Vec<Chunk>, String> {
-    let per = per.max(1);
-    let mut out = Vec::new();
     match format {
         "csv" => {
             let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(data);
             let header = reader.byte_headers().map_err(|e| format!("the CSV header cannot be read: {e}"))?.clone();
-            let mut records = reader.byte_records().zip(1u64..).peekable();
-            while records.peek().is_some() {
+            let line = |record: &csv::ByteRecord| -> Result<Vec<u8>, String> {
                 let mut w = csv::Writer::from_writer(Vec::new());
-                w.write_byte_record(&header).map_err(|e| e.to_string())?;
-                let mut rows = Vec::new();
-                for (record, n) in records.by_ref().take(per) {
-                    let record = record.map_err(|e| format!("CSV record {n} cannot be read: {e}"))?;
-                    w.write_byte_record(&record).map_err(|e| e.to_string())?;
-                    rows.push(n);
-                }
-                out.push(Chunk { body: w.into_inner().map_err(|e| e.to_string())?, rows });
+                w.write_byte_record(record).map_err(|e| e.to_string())?;
+                w.into_inner().map_err(|e| e.to_string())
+            };
+            let head = line(&header)?;
+            let mut chunker = Chunker::new(per, &head, b"", b"");
+            for (record, n) in reader.byte_records().zip(1u64..) {
+                let record = record.map_err(|e| format!("CSV record {n} cannot be read: {e}"))?;
+                chunker.push(n, &line(&record)?);
             }
+            Ok(chunker.finish())
         }
         "ndjson" => {
-            let lines: Vec<(u64, &[u8])> = data
-                .split(|b| *b == b'\n')
-                .zip(1u64..)
-                .filter(|(l, _)| !l.iter().all(u8::is_ascii_whitespace))
-                .map(|(l, n)| (n, l))
-                .collect();
-            for part in lines.chunks(per) {
-                let mut body = Vec::new();
-                for (_, l) in part {
-                    body.extend_from_slice(l);
-                    body.push(b'\n');
+            let mut chunker = Chunker::new(per, b"", b"", b"");
+            for (l, n) in data.split(|b| *b == b'\n').zip(1u64..) {
+                if !l.iter().all(u8::is_ascii_whitespace) {
+                    chunker.push(n, &[l, b"\n"].concat());
                 }
-                out.push(Chunk { body, rows: part.iter().map(|(n, _)| *n).collect() });
             }
+            Ok(chunker.finish())
         }
         _ => {
             let items: Vec<serde_json::Value> =
                 serde_json::from_slice(data).map_err(|e| format!("the file is not a JSON array: {e}"))?;
-            for (i, part) in items.chunks(per).enumerate() {
-                let first = u64::try_from(i.saturating_mul(per)).unwrap_or(u64::MAX);
-                let rows = (1..=part.len() as u64).map(|k| first.saturating_add(k)).collect();
-                out.push(Chunk { body: serde_json::to_vec(part).map_err(|e| e.to_string())?, rows });
+            let mut chunker = Chunker::new(per, b"[", b",", b"]");
+            for (item, n) in items.iter().zip(1u64..) {
+                chunker.push(n, &serde_json::to_vec(item).map_err(|e| e.to_string())?);
             }
+            Ok(chunker.finish())
         }
     }
-    Ok(out)
 }
 
 fn client() -> Result<reqwest::Client, String> {
@@ -165,15 +212,32 @@ fn describe(status: reqwest::StatusCode, body: &str) -> String {
 }
 
 /// Sends `build()` until it is answered with something other than 429 or 5xx, waiting
-/// `backoff`, then twice as long each time (or what `Retry-After` says).
+/// `backoff`, then twice as long each time (or what `Retry-After` says). Unless `replayable`,
+/// only what surely did no work is sent again (429, a connection that never opened): a 5xx
+/// or a timeout may come after some of a create import's batches committed, and sending it
+/// again would create those rows twice.
 async fn send(
     build: impl Fn() -> reqwest::RequestBuilder,
     backoff: Duration,
+    replayable: bool,
     note: &dyn Fn(&str),
 ) -> Result<reqwest::Response, String> {
     let mut wait = backoff;
     for attempt in 1..=TRIES {
         let why = match build().send().await {
+            Ok(res) if res.status().is_server_error() && !replayable => {
+                let status = res.status();
+                let body = res.text().await.unwrap_or_default();
+                return Err(format!(
+                    "{}; rows of this request may have gone in: run the file again with --mode upsert",
+                    describe(status, &body)
+                ));
+            }
+            Err(e) if !replayable && !e.is_connect() => {
+                return Err(format!(
+                    "{e}; rows of this request may have gone in: run the file again with --mode upsert"
+                ));
+            }
             Ok(res) if res.status() == 429 || res.status().is_server_error() => {
                 let after = res
                     .headers()
@@ -289,16 +353,36 @@ pub async fn import(opts: &ImportOptions) -> Result<Totals, String> {
                     .body(chunk.body.clone())
             },
             opts.backoff,
+            opts.upsert || opts.dry_run,
             &|line| progress.note(line),
         )
-        .await?;
-        let status = res.status();
-        let body = res.text().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            progress.finish();
-            return Err(describe(status, &body));
-        }
-        let answer: Answer = serde_json::from_str(&body).map_err(|e| format!("an unexpected answer: {e}"))?;
+        .await;
+        let answer = match res {
+            Ok(res) => {
+                let status = res.status();
+                let body = res.text().await.map_err(|e| e.to_string());
+                match body {
+                    Ok(body) if status.is_success() => {
+                        serde_json::from_str::<Answer>(&body).map_err(|e| format!("an unexpected answer: {e}"))
+                    }
+                    Ok(body) => Err(describe(status, &body)),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                // what the earlier chunks did is kept: their errors, and the totals
+                progress.finish();
+                write_errors(&opts.file, &failures)?;
+                return Err(format!(
+                    "{e} (before: {} created, {} updated, {} unchanged, {} invalid)",
+                    totals.created, totals.updated, totals.unchanged, totals.invalid
+                ));
+            }
+        };
         for r in answer.results {
             let n = match r.status.as_str() {
                 "created" => &mut totals.created,
@@ -316,23 +400,27 @@ pub async fn import(opts: &ImportOptions) -> Result<Totals, String> {
         progress.reached(done, "rows");
     }
     progress.finish();
-    let path = errors_file(&opts.file);
-    if failures.is_empty() {
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(format!("cannot remove the stale {}: {e}", path.display()));
-            }
-            _ => {}
-        }
-    } else {
-        let mut w = csv::Writer::from_path(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        w.write_record(["row", "field", "code", "message"]).map_err(|e| e.to_string())?;
-        for (row, e) in &failures {
-            w.write_record([row.to_string().as_str(), &e.field, &e.code, &e.message]).map_err(|e| e.to_string())?;
-        }
-        w.flush().map_err(|e| e.to_string())?;
-    }
+    write_errors(&opts.file, &failures)?;
     Ok(totals)
+}
+
+/// Writes `FILE.errors.csv` with `failures`, or removes a stale one when there are none.
+fn write_errors(file: &Path, failures: &[(u64, RowErrorAnswer)]) -> Result<(), String> {
+    let path = errors_file(file);
+    if failures.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("cannot remove the stale {}: {e}", path.display()))
+            }
+            _ => Ok(()),
+        };
+    }
+    let mut w = csv::Writer::from_path(&path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    w.write_record(["row", "field", "code", "message"]).map_err(|e| e.to_string())?;
+    for (row, e) in failures {
+        w.write_record([row.to_string().as_str(), &e.field, &e.code, &e.message]).map_err(|e| e.to_string())?;
+    }
+    w.flush().map_err(|e| e.to_string())
 }
 
 /// What `leeway export` was asked.
@@ -358,7 +446,7 @@ pub async fn export(opts: &ExportOptions, out: &mut dyn Write) -> Result<u64, St
     let url = format!("{}/v1/exports/exceptions?{query}", opts.url.trim_end_matches('/'));
     let http = client()?;
     let progress = Progress::new(0, "bytes");
-    let mut res = send(|| http.get(&url).bearer_auth(&opts.token), opts.backoff, &|l| progress.note(l)).await?;
+    let mut res = send(|| http.get(&url).bearer_auth(&opts.token), opts.backoff, true, &|l| progress.note(l)).await?;
     if !res.status().is_success() {
         let status = res.status();
         return Err(describe(status, &res.text().await.unwrap_or_default()));

@@ -8,6 +8,7 @@
 //! row. A dry run does all of it and rolls back: its answer is the one a real run would give.
 
 use diesel::Connection;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use leeway_domain::ids::{ExceptionId, ExceptionKey, ExceptionRef};
 use leeway_domain::record::Exception;
 use leeway_domain::workflow::{Change, Facts as DomainFacts};
@@ -78,8 +79,24 @@ fn row_level(e: &StoreError) -> bool {
     )
 }
 
-/// How many times a batch runs again when rows keep being refused by the database.
-const TRIES: u32 = 3;
+/// A failure that another run of the batch may not meet: what a row was judged on moved
+/// under it (a place freed by the scheduler, a reference moved), or the database broke a
+/// deadlock or a serialization conflict (imports take their locks in file order).
+fn transient(e: &StoreError) -> bool {
+    match e {
+        StoreError::Stale => true,
+        StoreError::Database(DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _)) => true,
+        StoreError::Database(DieselError::DatabaseError(_, info)) => {
+            let m = info.message();
+            m.contains("deadlock detected") || m.contains("database is locked")
+        }
+        _ => false,
+    }
+}
+
+/// How many times a batch runs: once without savepoints, then with one per row, again while
+/// a failure is [`transient`].
+const TRIES: u32 = 4;
 
 impl Store {
     /// Imports `rows` in one transaction (rolled back when `dry_run`), judging each with
@@ -123,6 +140,7 @@ impl Store {
                         Err(StoreError::RefsTaken(_) | StoreError::Database(_)) if !savepoints => {
                             return Err(Stop::Again);
                         }
+                        Err(e) if transient(&e) => return Err(Stop::Again),
                         Err(StoreError::RefsTaken(refs)) => out.push(Err(holder(conn, &refs, ctx.actor))),
                         Err(e) if row_level(&e) => out.push(Err(e)),
                         Err(e) => return Err(Stop::Fail(e)),
@@ -133,10 +151,11 @@ impl Store {
             match ran {
                 Ok(out) | Err(Stop::DryRun(out)) => return Ok(out),
                 Err(Stop::Again) => {}
+                Err(Stop::Fail(e)) if transient(&e) => {}
                 Err(Stop::Fail(e)) => return Err(e),
             }
         }
-        Err(StoreError::corrupt("an import batch kept failing in the database"))
+        Err(StoreError::corrupt("an import batch kept meeting conflicts; run it again"))
     }
 }
 
@@ -155,6 +174,10 @@ fn import_row<T>(
     };
     if let Some((system, id, found)) = found {
         let locked = lock(conn, ExceptionRef::Id(found), Reading::Locked)?;
+        // the reference may have moved between the lookup and the lock
+        if !locked.exception.fields.external_refs.iter().any(|r| &r.system == system && &r.id == id) {
+            return Err(StoreError::Stale);
+        }
         if !ctx.actor.can_see(&locked.exception) {
             // held by an exception the caller cannot see: the reference is taken
             return Err(StoreError::DuplicateExternalRef { system: system.clone(), id: id.clone(), holder: None });

@@ -342,58 +342,63 @@ impl Store {
         })
     }
 
-    /// Hotspots, each list at most `limit` long; `per_asset_limit` is the policy's covering
-    /// limit per asset.
+    /// Hotspots at `now`, each list at most `limit` long; `per_asset_limit` is the policy's
+    /// covering limit per asset.
     pub fn hotspots(
         &self,
         business_unit: Option<&str>,
         limit: i64,
         per_asset_limit: i64,
+        now: DateTime<Utc>,
     ) -> Result<Hotspots, StoreError> {
         let mut conn = self.conn()?;
         let conn: &mut Db = &mut conn;
-        // the limits are integers the caller parsed, written into the SQL; only the unit is bound
-        let unit = dialect(conn).bind;
+        // the limits are integers the caller parsed, written into the SQL; the unit and the
+        // moment are bound (through `params`, as for the KPIs)
         let (lim, per) = (limit.clamp(1, 1000), per_asset_limit.max(1));
-        let in_unit = format!("({u} IS NULL OR e.business_unit = {u})", u = unit(1));
-        let sqls = [
-            format!(
-                "SELECT p.asset, p.control_id, count(*) AS n FROM exception_pairs p \
-                 JOIN exceptions e ON e.id = p.exception_id \
-                 WHERE e.status NOT IN ('draft', 'withdrawn') AND {in_unit} \
-                 GROUP BY p.asset, p.control_id HAVING count(*) >= 2 ORDER BY n DESC, p.asset, p.control_id LIMIT {lim}"
-            ),
-            format!(
-                "SELECT e.business_unit, count(*) AS total, \
-                 count(CASE WHEN e.status IN {LIVE_SQL} THEN 1 END) AS live \
-                 FROM exceptions e WHERE {in_unit} GROUP BY e.business_unit ORDER BY total DESC, e.business_unit LIMIT {lim}"
-            ),
-            format!(
-                "SELECT e.key_num, e.title, e.status, e.business_unit FROM exceptions e \
-                 WHERE e.chronic AND {in_unit} ORDER BY e.created_at DESC, e.id LIMIT {lim}"
-            ),
-            format!(
-                "SELECT a.asset AS name, count(*) AS n FROM exception_assets a \
-                 JOIN exceptions e ON e.id = a.exception_id \
-                 WHERE e.status IN {LIVE_SQL} AND {in_unit} \
-                 GROUP BY a.asset HAVING count(*) >= {per} ORDER BY n DESC, a.asset LIMIT {lim}"
-            ),
-        ];
-        macro_rules! run {
-            ($t:ty, $sql:expr) => {{
-                let unit = business_unit.map(str::to_owned);
-                match &mut *conn {
-                    Db::Pg(c) => diesel::sql_query($sql).bind::<Nullable<Text>, _>(unit).load::<$t>(c)?,
-                    Db::Sqlite(c) => diesel::sql_query($sql).bind::<Nullable<Text>, _>(unit).load::<$t>(c)?,
-                }
-            }};
-        }
-        let [repeats, units, chronic, at_limit] = &sqls;
+        let q = KpiQuery { from: now, to: now, business_unit: business_unit.map(str::to_owned), now };
+        let in_unit = "(params.p_unit IS NULL OR e.business_unit = params.p_unit)";
         Ok(Hotspots {
-            repeats: run!(Repeat, repeats),
-            business_units: run!(UnitVolume, units),
-            chronic: run!(Chronic, chronic),
-            assets_at_limit: run!(Count, at_limit),
+            repeats: load::<Repeat>(
+                conn,
+                &format!(
+                    "SELECT p.asset, p.control_id, count(*) AS n FROM params, exception_pairs p \
+                     JOIN exceptions e ON e.id = p.exception_id \
+                     WHERE e.status NOT IN ('draft', 'withdrawn') AND {in_unit} \
+                     GROUP BY p.asset, p.control_id HAVING count(*) >= 2 ORDER BY n DESC, p.asset, p.control_id LIMIT {lim}"
+                ),
+                &q,
+            )?,
+            business_units: load::<UnitVolume>(
+                conn,
+                &format!(
+                    "SELECT e.business_unit, count(*) AS total, \
+                     count(CASE WHEN e.status IN {LIVE_SQL} THEN 1 END) AS live \
+                     FROM params, exceptions e WHERE {in_unit} \
+                     GROUP BY e.business_unit ORDER BY total DESC, e.business_unit LIMIT {lim}"
+                ),
+                &q,
+            )?,
+            chronic: load::<Chronic>(
+                conn,
+                &format!(
+                    "SELECT e.key_num, e.title, e.status, e.business_unit FROM params, exceptions e \
+                     WHERE e.chronic AND {in_unit} ORDER BY e.created_at DESC, e.id LIMIT {lim}"
+                ),
+                &q,
+            )?,
+            // as the limit itself counts: live, and not past the expiry the scheduler has yet
+            // to apply
+            assets_at_limit: load::<Count>(
+                conn,
+                &format!(
+                    "SELECT a.asset AS name, count(*) AS n FROM params, exception_assets a \
+                     JOIN exceptions e ON e.id = a.exception_id \
+                     WHERE e.status IN {LIVE_SQL} AND (e.expires_at IS NULL OR e.expires_at > params.p_now) AND {in_unit} \
+                     GROUP BY a.asset HAVING count(*) >= {per} ORDER BY n DESC, a.asset LIMIT {lim}"
+                ),
+                &q,
+            )?,
         })
     }
 }

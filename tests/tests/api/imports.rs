@@ -194,18 +194,30 @@ async fn a_csv_export_imports_again_unchanged_and_csv_errors_name_columns() {
             (app.client.clone(), format!("{}/v1/exports/exceptions?format=csv", app.base), auditor.clone());
         async move { client.get(url).bearer_auth(token).send().await.unwrap().text().await.unwrap() }
     };
+    // one with more than a CSV row carries: a second reference, six controls, a check interval
+    let control = |n: u32| json!({"description": format!("Control {n}"), "kind": "detective", "effectiveness": "low", "check_every": 30});
+    let wide = app
+        .create(
+            &cast,
+            json!({"external_refs": [{"system": "sheet", "id": "R9"}, {"system": "jira", "id": "SEC-9"}],
+                   "controls": (1..=6).map(control).collect::<Vec<_>>()}),
+        )
+        .await;
     let csv = export(&app).await;
-    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert_eq!(csv.lines().count(), 5, "{csv}");
 
     // into the same database: every row is already as it says
     let same = app.import("mode=upsert", &cast.analyst, "text/csv", csv.clone(), &[]).await;
-    assert_eq!(same.body["totals"], json!({"created": 0, "updated": 0, "unchanged": 3, "invalid": 0}), "{}", same.body);
+    assert_eq!(same.body["totals"], json!({"created": 0, "updated": 0, "unchanged": 4, "invalid": 0}), "{}", same.body);
+    let w = app.get(&format!("/v1/exceptions/{wide}"), &cast.analyst).await;
+    assert_eq!(w.body["external_refs"].as_array().unwrap().len(), 2, "the reference a CSV row lacks stays");
+    assert_eq!((w.body["controls"].as_array().unwrap().len(), w.body["version"].as_u64()), (6, Some(1)));
 
     // into a fresh one: the same exceptions come out again
     let other = spawn().await;
     let analyst = other.token("bob", "analyst", None);
     let created = other.import("mode=upsert", &analyst, "text/csv", csv.clone(), &[]).await;
-    assert_eq!(created.body["totals"]["created"], 3, "{}", created.body);
+    assert_eq!(created.body["totals"]["created"], 4, "{}", created.body);
     let again = {
         let (client, url, token) = (
             other.client.clone(),
@@ -248,6 +260,9 @@ async fn imports_are_bounded_by_rows_and_bytes() {
     let r = app.import("", &cast.analyst, "application/x-ndjson", rows, &[]).await;
     assert_eq!((r.status, r.str("code")), (413, "payload_too_large".to_owned()));
     assert_eq!((r.body["max_rows"].as_u64(), r.body["max_bytes"].as_u64()), (Some(10_000), Some(16 * 1024 * 1024)));
+    let array = format!("[{}{{}}]", "{},".repeat(10_000));
+    let r = app.import("", &cast.analyst, "application/json", array, &[]).await;
+    assert_eq!((r.status, r.body["max_rows"].as_u64()), (413, Some(10_000)), "a JSON array too");
     let huge = format!("[\"{}\"]", "x".repeat(16 * 1024 * 1024));
     assert_eq!(app.import("", &cast.analyst, "application/json", huge, &[]).await.status, 413);
     // other endpoints keep their 1 MiB
@@ -340,4 +355,25 @@ async fn a_legacy_import_brings_exceptions_in_as_they_stood_and_holds_every_rule
     // without legacy=true, the legacy members are unknown members of a create body
     let plain = app.import("", &admin, "application/json", one, &[]).await;
     assert_eq!(plain.body["results"][0]["status"], "invalid");
+}
+
+#[tokio::test]
+async fn a_dry_run_sees_what_its_earlier_batches_would_write() {
+    let app = spawn().await;
+    let cast = Cast::new(&app);
+    // the last row repeats the first one's reference, more than a batch later
+    let mut rows: Vec<Value> = (1..=250).map(|n| row(n, json!({}))).collect();
+    rows.push(row(1, json!({"title": "The same reference again"})));
+    let body = json!(rows).to_string();
+    let dry = app.import("dry_run=true", &cast.analyst, "application/json", body.clone(), &[]).await;
+    assert_eq!(dry.body["totals"], json!({"created": 250, "updated": 0, "unchanged": 0, "invalid": 1}), "{}", dry.body);
+    assert_eq!(dry.body["results"][250]["errors"][0]["code"], "duplicate_external_reference");
+    let real = app.import("", &cast.analyst, "application/json", body, &[]).await;
+    assert_eq!(without_ids(&real), without_ids(&dry));
+    // and in upsert mode the repeat updates what the first row created
+    let mut again: Vec<Value> = (1001..=1250).map(|n| row(n, json!({}))).collect();
+    again.push(row(1001, json!({"title": "The same reference again"})));
+    let dry =
+        app.import("mode=upsert&dry_run=true", &cast.analyst, "application/json", json!(again).to_string(), &[]).await;
+    assert_eq!(dry.body["totals"], json!({"created": 250, "updated": 1, "unchanged": 0, "invalid": 0}), "{}", dry.body);
 }

@@ -166,18 +166,52 @@ fn count_rows(n: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A JSON array of at most [`MAX_ROWS`] rows, refused at the first element beyond (a body of
+/// millions of tiny elements is not parsed whole first).
+struct BoundedRows(Vec<Value>);
+
+impl<'de> serde::Deserialize<'de> for BoundedRows {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Rows;
+        impl<'de> serde::de::Visitor<'de> for Rows {
+            type Value = BoundedRows;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of create bodies")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<BoundedRows, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element::<Value>()? {
+                    if out.len() == MAX_ROWS {
+                        return Err(serde::de::Error::custom(TOO_MANY));
+                    }
+                    out.push(v);
+                }
+                Ok(BoundedRows(out))
+            }
+        }
+        d.deserialize_seq(Rows)
+    }
+}
+
+const TOO_MANY: &str = "more rows than an import takes";
+
 fn json_rows(body: &[u8]) -> Result<Vec<RawRow>, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(ProblemCode::MalformedJson, format!("the body is not valid JSON: {e}")))?;
-    let Value::Array(items) = value else {
-        return Err(ApiError::validation(vec![FieldError::new(
-            "body",
-            "invalid_type",
-            "a JSON import is an array of create bodies",
-        )]));
+    let rows = match serde_json::from_slice::<BoundedRows>(body) {
+        Ok(rows) => rows.0,
+        Err(e) if e.to_string().starts_with(TOO_MANY) => {
+            return Err(too_large(format!("an import takes at most {MAX_ROWS} rows; split the file")));
+        }
+        // valid JSON, but not an array
+        Err(e) if e.is_data() && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "body",
+                "invalid_type",
+                "a JSON import is an array of create bodies",
+            )]));
+        }
+        Err(e) => return Err(ApiError::new(ProblemCode::MalformedJson, format!("the body is not valid JSON: {e}"))),
     };
-    count_rows(items.len())?;
-    Ok(items.into_iter().zip(1u64..).map(|(v, n)| (n, Ok(v))).collect())
+    Ok(rows.into_iter().zip(1u64..).map(|(v, n)| (n, Ok(v))).collect())
 }
 
 fn ndjson_rows(body: &[u8]) -> Result<Vec<RawRow>, ApiError> {
@@ -287,6 +321,11 @@ fn control_column(column: &str) -> Option<(usize, &str)> {
     (1..=CONTROLS).contains(&n).then(|| (n - 1, part))
 }
 
+/// A field as the input names it: for CSV, the column it came from.
+fn rename(format: Format, field: String) -> String {
+    if format == Format::Csv { csv_field(&field) } else { field }
+}
+
 /// A field of the create body as the CSV column it came from.
 fn csv_field(field: &str) -> String {
     if let Some(rest) = field.strip_prefix("controls[")
@@ -327,12 +366,26 @@ fn refusal(e: ApiError) -> Vec<RowError> {
     vec![RowError { field: field.to_owned(), code: p.code, message: p.detail }]
 }
 
+/// Whether `controls` are the exception's first ones (description, kind, effectiveness): what
+/// a CSV export of it carries.
+fn same_first_controls(e: &leeway_domain::record::Exception, controls: &[leeway_domain::record::ControlSpec]) -> bool {
+    controls.len() <= e.controls.len()
+        && controls
+            .iter()
+            .zip(&e.controls)
+            .all(|(n, c)| n.description == c.description && n.kind == c.kind && n.effectiveness == c.effectiveness)
+}
+
 /// A checked row, ready for the store.
 #[derive(Debug, Clone)]
 struct Checked {
     row: u64,
     upsert: Upsert,
     legacy: Option<History>,
+    /// From CSV, which carries one reference and five controls: merged, the row adds its
+    /// reference rather than replacing the list, and its controls need only match the
+    /// exception's first ones.
+    csv: bool,
 }
 
 /// What a legacy row adds to a create body, parsed.
@@ -530,13 +583,156 @@ pub async fn import_exceptions(
             return Ok(replay(stored));
         }
     }
-    let raw = match format {
-        Format::Json => json_rows(&body)?,
-        Format::Ndjson => ndjson_rows(&body)?,
-        Format::Csv => csv_rows(&body, legacy)?,
+    let (st, options, body) = (state.clone(), Options { format, legacy, mode, submit_all }, body.freeze());
+    let (mut results, valid) = web::block(move || prepare(&st.contract, &body, options)).await??;
+    // batches, one transaction each; one blocking call per batch keeps the workers free
+    let request_id = current_request_id();
+    let importer = std::sync::Arc::new(importer);
+    // a dry run judges every row in one transaction, so that later rows see what earlier
+    // ones would have written, as in a real run
+    let size = if dry_run { valid.len().max(1) } else { BATCH };
+    for batch in valid.chunks(size) {
+        let rows: Vec<ImportRow<Checked>> = batch.iter().map(|(_, r)| r.clone()).collect();
+        let (st, c, a, rid) = (state.clone(), caller.clone(), importer.clone(), request_id.clone());
+        let done = web::block(move || {
+            let ctx = CallContext { actor: &c.0, request_id: rid.as_deref(), now };
+            let dctx = Ctx { actor: &a, policy: &st.policy, now };
+            st.store.import_batch(ctx, &rows, dry_run, |input, slot, facts| match slot {
+                Slot::New(id, key) => match &input.legacy {
+                    None => Ok(workflow::import_create(
+                        &dctx,
+                        id,
+                        key,
+                        input.upsert.new.clone(),
+                        input.row,
+                        &mut Uuid::now_v7,
+                        facts,
+                    )?),
+                    Some(h) => Ok(workflow::import_legacy(
+                        &dctx,
+                        id,
+                        key,
+                        workflow::Legacy {
+                            new: input.upsert.new.clone(),
+                            status: h.status,
+                            created_at: h.created_at,
+                            risk: h.risk.as_ref().map(|r| r.input(Uuid::now_v7())),
+                            approvals: h.approvals.clone(),
+                            original: h.original.clone(),
+                        },
+                        input.row,
+                        &mut Uuid::now_v7,
+                        facts,
+                    )?),
+                },
+                Slot::Existing(e) => {
+                    let mut new = std::borrow::Cow::Borrowed(&input.upsert.new);
+                    let mut patch = input.upsert.patch.clone();
+                    if input.csv {
+                        // the exception holds the row's reference (it was found by it): its
+                        // other references stay; controls that match its first ones are no change
+                        patch.external_refs = None;
+                        if same_first_controls(e, &new.controls) {
+                            new.to_mut().controls.clear();
+                        }
+                    }
+                    let locked = unmergeable(e, &new);
+                    if !locked.is_empty() {
+                        return Err(leeway_domain::DomainError::Invalid(locked).into());
+                    }
+                    Ok(workflow::import_merge(e, &dctx, patch, new.submit, input.row, facts)?)
+                }
+            })
+        })
+        .await??;
+        for ((i, r), outcome) in batch.iter().zip(done) {
+            let row = r.input.row;
+            let result = match outcome {
+                Ok(Imported::Created(e)) => RowResult {
+                    row,
+                    status: RowStatus::Created,
+                    id: (!dry_run).then_some(e.id.0),
+                    key: (!dry_run).then(|| e.key.to_string()),
+                    errors: Vec::new(),
+                },
+                Ok(Imported::Updated(e)) => RowResult {
+                    row,
+                    status: RowStatus::Updated,
+                    id: Some(e.id.0),
+                    key: Some(e.key.to_string()),
+                    errors: Vec::new(),
+                },
+                Ok(Imported::Unchanged(e)) => RowResult {
+                    row,
+                    status: RowStatus::Unchanged,
+                    id: Some(e.id.0),
+                    key: Some(e.key.to_string()),
+                    errors: Vec::new(),
+                },
+                Err(e) => RowResult {
+                    row,
+                    status: RowStatus::Invalid,
+                    id: None,
+                    key: None,
+                    errors: refusal(e.into())
+                        .into_iter()
+                        .map(|f| RowError { field: rename(format, f.field), ..f })
+                        .collect(),
+                },
+            };
+            if let Some(slot) = results.get_mut(*i) {
+                *slot = Some(result);
+            }
+        }
+    }
+    let results: Vec<RowResult> = results.into_iter().flatten().collect();
+    let mut totals = ImportTotals::default();
+    for r in &results {
+        let n = match r.status {
+            RowStatus::Created => &mut totals.created,
+            RowStatus::Updated => &mut totals.updated,
+            RowStatus::Unchanged => &mut totals.unchanged,
+            RowStatus::Invalid => &mut totals.invalid,
+        };
+        *n = n.saturating_add(1);
+    }
+    let answer = StoredResponse {
+        status: 200,
+        body: serde_json::to_string(&ImportResult { results, totals, dry_run }).map_err(|e| ApiError::internal(&e))?,
+        location: None,
+        etag: None,
     };
-    drop(body);
-    let rename = |f: String| if format == Format::Csv { csv_field(&f) } else { f };
+    if let Some(c) = claim {
+        let (st, kept) = (state.clone(), answer.clone());
+        if let Some(first) = web::block(move || st.store.remember(&c, kept, now)).await?? {
+            return Ok(replay(first));
+        }
+    }
+    Ok(HttpResponse::Ok().content_type("application/json").body(answer.body))
+}
+
+/// What a request asks of its rows.
+#[derive(Debug, Clone, Copy)]
+struct Options {
+    format: Format,
+    legacy: bool,
+    mode: ImportMode,
+    submit_all: bool,
+}
+
+/// Rows as the store takes them, each at its index in the results.
+type Prepared = (Vec<Option<RowResult>>, Vec<(usize, ImportRow<Checked>)>);
+
+/// Splits the body into rows and checks each as a create body (on a blocking thread: up to
+/// 16 MiB of parsing and 10,000 schema checks): the invalid ones get their result now, the
+/// valid ones go to the store.
+fn prepare(contract: &crate::contract::Contract, body: &[u8], o: Options) -> Result<Prepared, ApiError> {
+    let Options { format, legacy, mode, submit_all } = o;
+    let raw = match format {
+        Format::Json => json_rows(body)?,
+        Format::Ndjson => ndjson_rows(body)?,
+        Format::Csv => csv_rows(body, legacy)?,
+    };
     // each row checked as a create body; the valid ones go to the store
     let mut results: Vec<Option<RowResult>> = Vec::with_capacity(raw.len());
     let mut valid: Vec<(usize, ImportRow<Checked>)> = Vec::new();
@@ -546,14 +742,14 @@ pub async fn import_exceptions(
         let as_rows = |errors: Vec<FieldError>| -> Vec<RowError> {
             errors
                 .into_iter()
-                .map(|f| RowError { field: rename(f.field), code: f.code.to_owned(), message: f.message })
+                .map(|f| RowError { field: rename(format, f.field), code: f.code.to_owned(), message: f.message })
                 .collect()
         };
         let parsed = match value {
             Err(errors) => Err(errors),
             Ok(mut v) => {
-                let past = if legacy { Some(history(&state.contract, &mut v)?) } else { None };
-                let create = check::<UpsertException>(&state.contract, "POST", "/v1/exceptions", v)?;
+                let past = if legacy { Some(history(contract, &mut v)?) } else { None };
+                let create = check::<UpsertException>(contract, "POST", "/v1/exceptions", v)?;
                 match (create, past) {
                     (Ok(u), None) => Ok((u, None)),
                     (Ok(u), Some(Ok(h))) => Ok((u, Some(h))),
@@ -591,123 +787,12 @@ pub async fn import_exceptions(
             }
         };
         results.push(None);
-        valid.push((i, ImportRow { by_ref, input: Checked { row, upsert, legacy: legacy_row } }));
+        valid.push((
+            i,
+            ImportRow { by_ref, input: Checked { row, upsert, legacy: legacy_row, csv: format == Format::Csv } },
+        ));
     }
-    // batches, one transaction each; one blocking call per batch keeps the workers free
-    let request_id = current_request_id();
-    let importer = std::sync::Arc::new(importer);
-    for batch in valid.chunks(BATCH) {
-        let rows: Vec<ImportRow<Checked>> = batch.iter().map(|(_, r)| r.clone()).collect();
-        let (st, c, a, rid) = (state.clone(), caller.clone(), importer.clone(), request_id.clone());
-        let done = web::block(move || {
-            let ctx = CallContext { actor: &c.0, request_id: rid.as_deref(), now };
-            let dctx = Ctx { actor: &a, policy: &st.policy, now };
-            st.store.import_batch(ctx, &rows, dry_run, |input, slot, facts| match slot {
-                Slot::New(id, key) => match &input.legacy {
-                    None => Ok(workflow::import_create(
-                        &dctx,
-                        id,
-                        key,
-                        input.upsert.new.clone(),
-                        input.row,
-                        &mut Uuid::now_v7,
-                        facts,
-                    )?),
-                    Some(h) => Ok(workflow::import_legacy(
-                        &dctx,
-                        id,
-                        key,
-                        workflow::Legacy {
-                            new: input.upsert.new.clone(),
-                            status: h.status,
-                            created_at: h.created_at,
-                            risk: h.risk.as_ref().map(|r| r.input(Uuid::now_v7())),
-                            approvals: h.approvals.clone(),
-                            original: h.original.clone(),
-                        },
-                        input.row,
-                        &mut Uuid::now_v7,
-                        facts,
-                    )?),
-                },
-                Slot::Existing(e) => {
-                    let locked = unmergeable(e, &input.upsert.new);
-                    if !locked.is_empty() {
-                        return Err(leeway_domain::DomainError::Invalid(locked).into());
-                    }
-                    Ok(workflow::import_merge(
-                        e,
-                        &dctx,
-                        input.upsert.patch.clone(),
-                        input.upsert.new.submit,
-                        input.row,
-                        facts,
-                    )?)
-                }
-            })
-        })
-        .await??;
-        for ((i, r), outcome) in batch.iter().zip(done) {
-            let row = r.input.row;
-            let result = match outcome {
-                Ok(Imported::Created(e)) => RowResult {
-                    row,
-                    status: RowStatus::Created,
-                    id: (!dry_run).then_some(e.id.0),
-                    key: (!dry_run).then(|| e.key.to_string()),
-                    errors: Vec::new(),
-                },
-                Ok(Imported::Updated(e)) => RowResult {
-                    row,
-                    status: RowStatus::Updated,
-                    id: Some(e.id.0),
-                    key: Some(e.key.to_string()),
-                    errors: Vec::new(),
-                },
-                Ok(Imported::Unchanged(e)) => RowResult {
-                    row,
-                    status: RowStatus::Unchanged,
-                    id: Some(e.id.0),
-                    key: Some(e.key.to_string()),
-                    errors: Vec::new(),
-                },
-                Err(e) => RowResult {
-                    row,
-                    status: RowStatus::Invalid,
-                    id: None,
-                    key: None,
-                    errors: refusal(e.into()).into_iter().map(|f| RowError { field: rename(f.field), ..f }).collect(),
-                },
-            };
-            if let Some(slot) = results.get_mut(*i) {
-                *slot = Some(result);
-            }
-        }
-    }
-    let results: Vec<RowResult> = results.into_iter().flatten().collect();
-    let mut totals = ImportTotals::default();
-    for r in &results {
-        let n = match r.status {
-            RowStatus::Created => &mut totals.created,
-            RowStatus::Updated => &mut totals.updated,
-            RowStatus::Unchanged => &mut totals.unchanged,
-            RowStatus::Invalid => &mut totals.invalid,
-        };
-        *n = n.saturating_add(1);
-    }
-    let answer = StoredResponse {
-        status: 200,
-        body: serde_json::to_string(&ImportResult { results, totals, dry_run }).map_err(|e| ApiError::internal(&e))?,
-        location: None,
-        etag: None,
-    };
-    if let Some(c) = claim {
-        let (st, kept) = (state.clone(), answer.clone());
-        if let Some(first) = web::block(move || st.store.remember(&c, kept, now)).await?? {
-            return Ok(replay(first));
-        }
-    }
-    Ok(HttpResponse::Ok().content_type("application/json").body(answer.body))
+    Ok((results, valid))
 }
 
 fn replay(stored: StoredResponse) -> HttpResponse {

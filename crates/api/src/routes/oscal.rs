@@ -6,7 +6,7 @@
 //! (the exception's id, the control's, the event's number), so the same exception keeps the
 //! same UUIDs from one export to the next.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use leeway_domain::audit::Event;
 use leeway_domain::kinds::Status;
 use leeway_domain::record::Exception;
@@ -29,6 +29,11 @@ fn uuid(what: &str, of: &str) -> String {
 
 fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// A moment OSCAL can carry: its date-time type stops at the year 2999 (Leeway's at 9999).
+fn oscal_time(t: DateTime<Utc>) -> Option<String> {
+    (t.year() < 3000).then(|| time(t))
 }
 
 /// An exception's status as an OSCAL risk status: waiting for a decision is
@@ -140,8 +145,8 @@ pub fn risk(e: &Exception, changes: &[&Event], now: DateTime<Utc>) -> Value {
             })
             .collect();
     }
-    if let Some(x) = f.expires_at {
-        r["deadline"] = json!(time(x));
+    if let Some(x) = f.expires_at.and_then(oscal_time) {
+        r["deadline"] = json!(x);
     }
     if let Some(plan) = &f.remediation_plan {
         let mut remediation = json!({
@@ -150,8 +155,8 @@ pub fn risk(e: &Exception, changes: &[&Event], now: DateTime<Utc>) -> Value {
             "title": "Remediation plan",
             "description": plan,
         });
-        if let Some(due) = f.remediation_due.and_then(|d| d.and_hms_opt(0, 0, 0)) {
-            let due = time(due.and_utc());
+        if let Some(due) = f.remediation_due.and_then(|d| d.and_hms_opt(0, 0, 0)).and_then(|d| oscal_time(d.and_utc()))
+        {
             remediation["tasks"] = json!([{
                 "uuid": uuid("remediation-due", &e.id.0.to_string()),
                 "type": "milestone",

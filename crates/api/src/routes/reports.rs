@@ -327,8 +327,8 @@ pub async fn hotspots(state: web::Data<AppState>, req: HttpRequest, caller: Call
     let business_unit = unit(&p)?;
     let n = if p.contains_key("limit") { limit(&p, 100)? } else { 20 };
     let per_asset = state.policy.max_covering_per_asset;
-    let st = state.clone();
-    let h = web::block(move || st.store.hotspots(business_unit.as_deref(), n, i64::from(per_asset))).await??;
+    let (st, now) = (state.clone(), state.clock.now());
+    let h = web::block(move || st.store.hotspots(business_unit.as_deref(), n, i64::from(per_asset), now)).await??;
     Ok(HttpResponse::Ok().json(HotspotReport {
         repeats: h
             .repeats
