@@ -232,6 +232,19 @@ fn load<T: QueryableByName<diesel::pg::Pg> + QueryableByName<diesel::sqlite::Sql
     })
 }
 
+/// Runs a report's statements in one read transaction (one snapshot on PostgreSQL, where JIT
+/// compilation is turned off for it: these aggregates are costed high enough to trigger it,
+/// and compiling took longer than running them).
+fn report_transaction<T>(conn: &mut Db, f: impl FnOnce(&mut Db) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    use diesel::connection::SimpleConnection;
+    conn.transaction(|conn| {
+        if let Db::Pg(pg) = conn {
+            pg.batch_execute("SET LOCAL jit = off")?;
+        }
+        f(conn)
+    })
+}
+
 fn one<T>(rows: Vec<T>) -> Result<T, StoreError> {
     rows.into_iter().next().ok_or_else(|| StoreError::corrupt("an aggregate without a row"))
 }
@@ -240,7 +253,10 @@ impl Store {
     /// The KPIs of `q` (docs/REPORTS.md): eight aggregate statements.
     pub fn kpis(&self, q: &KpiQuery) -> Result<Kpis, StoreError> {
         let mut conn = self.conn()?;
-        let conn: &mut Db = &mut conn;
+        report_transaction(&mut conn, |conn| self.kpis_on(conn, q))
+    }
+
+    fn kpis_on(&self, conn: &mut Db, q: &KpiQuery) -> Result<Kpis, StoreError> {
         let d = dialect(conn);
         let (from, to, now) = ("params.p_from", "params.p_to", "params.p_now");
         let in_unit = |alias: &str| format!("(params.p_unit IS NULL OR {alias}business_unit = params.p_unit)");
@@ -257,10 +273,12 @@ impl Store {
             conn,
             &format!(
                 "SELECT {} AS secs FROM params, audit_events a JOIN exceptions e ON e.id = a.exception_id \
-                 JOIN audit_events s ON s.seq = (SELECT max(s2.seq) FROM audit_events s2 \
-                     WHERE s2.exception_id = a.exception_id AND s2.action = 'submitted' AND s2.seq < a.seq) \
                  WHERE a.action = 'approved' AND a.at >= {from} AND a.at < {to} AND {} ORDER BY 1",
-                (d.seconds)("s.at", "a.at"),
+                (d.seconds)(
+                    "(SELECT max(s.at) FROM audit_events s \
+                      WHERE s.exception_id = a.exception_id AND s.action = 'submitted' AND s.seq < a.seq)",
+                    "a.at"
+                ),
                 in_unit("e.")
             ),
             q,
@@ -281,13 +299,13 @@ impl Store {
             q,
         )?)?;
         // coverage starts at the first activation; exceptions that never covered do not count
-        let activated = "(SELECT min(a.at) FROM audit_events a WHERE a.exception_id = e.id AND a.action = 'activated')";
+        let activated = "(SELECT a.at FROM audit_events a WHERE a.exception_id = e.id AND a.action = 'activated' ORDER BY a.seq LIMIT 1)";
         let ended = one(load::<Ended>(
             conn,
             &format!(
-                "SELECT count(*) AS ended, avg(l.secs) AS mean FROM (SELECT {} AS secs FROM params, exceptions e \
+                "SELECT count(l.secs) AS ended, avg(l.secs) AS mean FROM (SELECT {} AS secs FROM params, exceptions e \
                  WHERE e.status IN ('expired', 'revoked', 'closed') \
-                 AND e.closed_at >= {from} AND e.closed_at < {to} AND {}) l WHERE l.secs IS NOT NULL",
+                 AND e.closed_at >= {from} AND e.closed_at < {to} AND {}) l",
                 (d.seconds)(activated, "e.closed_at"),
                 in_unit("e.")
             ),
@@ -352,53 +370,62 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Hotspots, StoreError> {
         let mut conn = self.conn()?;
-        let conn: &mut Db = &mut conn;
-        // the limits are integers the caller parsed, written into the SQL; the unit and the
-        // moment are bound (through `params`, as for the KPIs)
-        let (lim, per) = (limit.clamp(1, 1000), per_asset_limit.max(1));
-        let q = KpiQuery { from: now, to: now, business_unit: business_unit.map(str::to_owned), now };
-        let in_unit = "(params.p_unit IS NULL OR e.business_unit = params.p_unit)";
-        Ok(Hotspots {
-            repeats: load::<Repeat>(
-                conn,
-                &format!(
-                    "SELECT p.asset, p.control_id, count(*) AS n FROM params, exception_pairs p \
-                     JOIN exceptions e ON e.id = p.exception_id \
-                     WHERE e.status NOT IN ('draft', 'withdrawn') AND {in_unit} \
-                     GROUP BY p.asset, p.control_id HAVING count(*) >= 2 ORDER BY n DESC, p.asset, p.control_id LIMIT {lim}"
-                ),
-                &q,
-            )?,
-            business_units: load::<UnitVolume>(
-                conn,
-                &format!(
-                    "SELECT e.business_unit, count(*) AS total, \
-                     count(CASE WHEN e.status IN {LIVE_SQL} THEN 1 END) AS live \
-                     FROM params, exceptions e WHERE {in_unit} \
-                     GROUP BY e.business_unit ORDER BY total DESC, e.business_unit LIMIT {lim}"
-                ),
-                &q,
-            )?,
-            chronic: load::<Chronic>(
-                conn,
-                &format!(
-                    "SELECT e.key_num, e.title, e.status, e.business_unit FROM params, exceptions e \
-                     WHERE e.chronic AND {in_unit} ORDER BY e.created_at DESC, e.id LIMIT {lim}"
-                ),
-                &q,
-            )?,
-            // as the limit itself counts: live, and not past the expiry the scheduler has yet
-            // to apply
-            assets_at_limit: load::<Count>(
-                conn,
-                &format!(
-                    "SELECT a.asset AS name, count(*) AS n FROM params, exception_assets a \
-                     JOIN exceptions e ON e.id = a.exception_id \
-                     WHERE e.status IN {LIVE_SQL} AND (e.expires_at IS NULL OR e.expires_at > params.p_now) AND {in_unit} \
-                     GROUP BY a.asset HAVING count(*) >= {per} ORDER BY n DESC, a.asset LIMIT {lim}"
-                ),
-                &q,
-            )?,
-        })
+        report_transaction(&mut conn, |conn| hotspots_on(conn, business_unit, limit, per_asset_limit, now))
     }
+}
+
+fn hotspots_on(
+    conn: &mut Db,
+    business_unit: Option<&str>,
+    limit: i64,
+    per_asset_limit: i64,
+    now: DateTime<Utc>,
+) -> Result<Hotspots, StoreError> {
+    // the limits are integers the caller parsed, written into the SQL; the unit and the
+    // moment are bound (through `params`, as for the KPIs)
+    let (lim, per) = (limit.clamp(1, 1000), per_asset_limit.max(1));
+    let q = KpiQuery { from: now, to: now, business_unit: business_unit.map(str::to_owned), now };
+    let in_unit = "(params.p_unit IS NULL OR e.business_unit = params.p_unit)";
+    Ok(Hotspots {
+        repeats: load::<Repeat>(
+            conn,
+            &format!(
+                "SELECT p.asset, p.control_id, count(*) AS n FROM params, exception_pairs p \
+                 JOIN exceptions e ON e.id = p.exception_id \
+                 WHERE e.status NOT IN ('draft', 'withdrawn') AND {in_unit} \
+                 GROUP BY p.asset, p.control_id HAVING count(*) >= 2 ORDER BY n DESC, p.asset, p.control_id LIMIT {lim}"
+            ),
+            &q,
+        )?,
+        business_units: load::<UnitVolume>(
+            conn,
+            &format!(
+                "SELECT e.business_unit, count(*) AS total, \
+                 count(CASE WHEN e.status IN {LIVE_SQL} THEN 1 END) AS live \
+                 FROM params, exceptions e WHERE {in_unit} \
+                 GROUP BY e.business_unit ORDER BY total DESC, e.business_unit LIMIT {lim}"
+            ),
+            &q,
+        )?,
+        chronic: load::<Chronic>(
+            conn,
+            &format!(
+                "SELECT e.key_num, e.title, e.status, e.business_unit FROM params, exceptions e \
+                 WHERE e.chronic AND {in_unit} ORDER BY e.created_at DESC, e.id LIMIT {lim}"
+            ),
+            &q,
+        )?,
+        // as the limit itself counts: live, and not past the expiry the scheduler has yet
+        // to apply
+        assets_at_limit: load::<Count>(
+            conn,
+            &format!(
+                "SELECT a.asset AS name, count(*) AS n FROM params, exception_assets a \
+                 JOIN exceptions e ON e.id = a.exception_id \
+                 WHERE e.status IN {LIVE_SQL} AND (e.expires_at IS NULL OR e.expires_at > params.p_now) AND {in_unit} \
+                 GROUP BY a.asset HAVING count(*) >= {per} ORDER BY n DESC, a.asset LIMIT {lim}"
+            ),
+            &q,
+        )?,
+    })
 }
