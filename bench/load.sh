@@ -174,16 +174,17 @@ for backend in $BACKENDS; do
   run "$backend" "list 10, restricted requester" page -H "Authorization: Bearer $TOKEN" "$base/v1/exceptions?limit=10"
   # a streamed export of every row: its time and what it adds to the resident size
   AUDITOR=$("$BIN" token --sub audrey --roles auditor --ttl 1h)
-  for fmt in ndjson csv; do
+  for fmt in ndjson csv oscal; do
     before=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
     n0=$(wc -l <"$work/rss")
     start=$(date +%s.%N)
-    rows=$(curl -s "$base/v1/exports/exceptions?format=$fmt" -H "Authorization: Bearer $AUDITOR" | wc -l)
+    bytes=$(curl -s "$base/v1/exports/exceptions?format=$fmt" -H "Authorization: Bearer $AUDITOR" | wc -c)
     secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }')
     during=$(tail -n +"$((n0 + 1))" "$work/rss" | sort -n | tail -1)
     grow=$(awk -v a="$before" -v b="${during:-$before}" 'BEGIN { d = (b - a) / 1024; printf "%.1f", (d > 0 ? d : 0) }')
-    echo "$backend|export $fmt ($rows lines, ${secs}s)|-|+$grow|||" >>"$results"
-    printf '  export %-6s %8s lines in %6s s, resident size +%s MiB during it\n' "$fmt" "$rows" "$secs" "$grow"
+    mib=$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1048576 }')
+    echo "$backend|export $fmt ($mib MiB in ${secs}s)|-|+$grow|||" >>"$results"
+    printf '  export %-6s %8s MiB in %6s s, resident size +%s MiB during it\n' "$fmt" "$mib" "$secs" "$grow"
   done
   kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
   rss=$(sort -n "$work/rss" | tail -1 | awk '{printf "%.1f", $1/1024}')

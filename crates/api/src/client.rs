@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 /// Rows per request.
 pub const CHUNK_ROWS: usize = 5_000;
+/// Most requests an import keeps in flight.
+pub const MAX_PARALLEL: usize = 4;
 /// Tries per request (429, 5xx, a connection that failed).
 const TRIES: u32 = 6;
 
@@ -39,6 +41,8 @@ pub struct ImportOptions {
     pub backoff: Duration,
     /// Rows per request, at most [`CHUNK_ROWS`].
     pub chunk_rows: usize,
+    /// Requests in flight at once, 1..[`MAX_PARALLEL`].
+    pub parallel: usize,
 }
 
 /// What an import did.
@@ -342,35 +346,43 @@ pub async fn import(opts: &ImportOptions) -> Result<Totals, String> {
     let mut totals = Totals::default();
     let mut failures: Vec<(u64, RowErrorAnswer)> = Vec::new();
     let mut done = 0u64;
-    for (i, chunk) in chunks.into_iter().enumerate() {
+    // PARALLEL requests at a time, answers taken in file order: the server parses and checks
+    // one chunk while the database writes another
+    let (http, url, format, progress_ref) = (&http, &url, &format, &progress);
+    let sent = futures_util::stream::iter(chunks.into_iter().enumerate().map(|(i, chunk)| {
         let key = format!("leeway-import-{}-{i}", &digest[..32]);
-        let res = send(
-            || {
-                http.post(&url)
-                    .bearer_auth(&opts.token)
-                    .header("content-type", content_type(&format))
-                    .header("idempotency-key", &key)
-                    .body(chunk.body.clone())
-            },
-            opts.backoff,
-            opts.upsert || opts.dry_run,
-            &|line| progress.note(line),
-        )
-        .await;
-        let answer = match res {
-            Ok(res) => {
-                let status = res.status();
-                let body = res.text().await.map_err(|e| e.to_string());
-                match body {
-                    Ok(body) if status.is_success() => {
-                        serde_json::from_str::<Answer>(&body).map_err(|e| format!("an unexpected answer: {e}"))
+        async move {
+            let res = send(
+                || {
+                    http.post(url)
+                        .bearer_auth(&opts.token)
+                        .header("content-type", content_type(format))
+                        .header("idempotency-key", &key)
+                        .body(chunk.body.clone())
+                },
+                opts.backoff,
+                opts.upsert || opts.dry_run,
+                &|line| progress_ref.note(line),
+            )
+            .await;
+            let answer = match res {
+                Ok(res) => {
+                    let status = res.status();
+                    match res.text().await.map_err(|e| e.to_string()) {
+                        Ok(body) if status.is_success() => {
+                            serde_json::from_str::<Answer>(&body).map_err(|e| format!("an unexpected answer: {e}"))
+                        }
+                        Ok(body) => Err(describe(status, &body)),
+                        Err(e) => Err(e),
                     }
-                    Ok(body) => Err(describe(status, &body)),
-                    Err(e) => Err(e),
                 }
-            }
-            Err(e) => Err(e),
-        };
+                Err(e) => Err(e),
+            };
+            (chunk.rows, answer)
+        }
+    }));
+    let mut answers = futures_util::StreamExt::buffered(sent, opts.parallel.clamp(1, MAX_PARALLEL));
+    while let Some((rows, answer)) = futures_util::StreamExt::next(&mut answers).await {
         let answer = match answer {
             Ok(a) => a,
             Err(e) => {
@@ -392,11 +404,11 @@ pub async fn import(opts: &ImportOptions) -> Result<Totals, String> {
             };
             *n = n.saturating_add(1);
             // the server numbers the chunk's rows; the file's number is kept here
-            let at = usize::try_from(r.row.saturating_sub(1)).ok().and_then(|k| chunk.rows.get(k)).copied();
+            let at = usize::try_from(r.row.saturating_sub(1)).ok().and_then(|k| rows.get(k)).copied();
             let row = at.unwrap_or(r.row);
             failures.extend(r.errors.into_iter().map(|e| (row, e)));
         }
-        done = done.saturating_add(chunk.rows.len() as u64);
+        done = done.saturating_add(rows.len() as u64);
         progress.reached(done, "rows");
     }
     progress.finish();

@@ -92,6 +92,10 @@ enum Command {
         /// Rows per request (tests use small chunks).
         #[arg(long, default_value_t = leeway_api::client::CHUNK_ROWS, hide = true)]
         chunk_rows: usize,
+        /// Requests in flight at once (1..4): the server checks one chunk while the database
+        /// writes another.
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
     },
     /// Export the exceptions a token may see, streamed to stdout, with a progress bar on
     /// stderr.
@@ -167,7 +171,7 @@ enum Failure {
 /// Runs `import` or `export`; `None` for the server's commands.
 fn client_command(command: &Command) -> Option<Result<(), Failure>> {
     match command {
-        Command::Import { file, url, token, mode, submit, dry_run, format, chunk_rows } => {
+        Command::Import { file, url, token, mode, submit, dry_run, format, chunk_rows, parallel } => {
             let opts = leeway_api::client::ImportOptions {
                 file: file.clone(),
                 url: url.clone(),
@@ -178,6 +182,7 @@ fn client_command(command: &Command) -> Option<Result<(), Failure>> {
                 dry_run: *dry_run,
                 backoff: BACKOFF,
                 chunk_rows: (*chunk_rows).clamp(1, leeway_api::client::CHUNK_ROWS),
+                parallel: (*parallel).clamp(1, leeway_api::client::MAX_PARALLEL),
             };
             let ran = runtime().and_then(|rt| rt.block_on(leeway_api::client::import(&opts)));
             Some(match ran {

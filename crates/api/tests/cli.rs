@@ -26,7 +26,7 @@ fn migrate_token_and_jobs_run_once_work_on_a_fresh_database() {
     let db = format!("sqlite://{}/cli.db", dir.display());
     let (ok, out, err) = leeway(&db, &["migrate"]);
     assert!(ok, "{err}");
-    assert!(out.contains("6 migration(s) applied on sqlite"), "{out}");
+    assert!(out.contains("7 migration(s) applied on sqlite"), "{out}");
     let (ok, out, _) = leeway(&db, &["migrate"]);
     assert!(ok && out.contains("0 migration(s)"), "migrations apply once: {out}");
     let (ok, token, err) = leeway(&db, &["token", "--sub", "alice", "--roles", "requester,analyst", "--ttl", "5m"]);

@@ -7,6 +7,8 @@
 //! holds) aborts the transaction, so the batch then runs again with a savepoint around each
 //! row. A dry run does all of it and rolls back: its answer is the one a real run would give.
 
+use std::collections::HashSet;
+
 use diesel::Connection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use leeway_domain::ids::{ExceptionId, ExceptionKey, ExceptionRef};
@@ -17,8 +19,9 @@ use uuid::Uuid;
 use crate::connection::{Db, Store};
 use crate::error::StoreError;
 use crate::facts::{Facts, Reading};
-use crate::repository::{CallContext, find_by_ref, holder, insert, lock, save};
-use crate::seed::reserve_keys_on;
+use crate::repository::{CallContext, NewRow, find_by_ref, holder, insert, lock, save};
+use crate::rows::{ExceptionRow, NewAuditRow};
+use crate::seed::{insert_many, reserve_keys_on};
 
 /// Keys reserved at a time while a batch creates.
 const KEYS_AT_ONCE: usize = 32;
@@ -118,6 +121,8 @@ impl Store {
             let ran = self.write_transaction(conn, |conn| {
                 let mut keys: Vec<ExceptionKey> = Vec::new();
                 let mut out = Vec::with_capacity(rows.len());
+                // without savepoints, new drafts are held back and written together
+                let mut pending = (!savepoints).then(Pending::default);
                 for (i, row) in rows.iter().enumerate() {
                     // keys are taken outside a row's savepoint: a row rolled back on SQLite
                     // must not roll back the counter under keys still in hand
@@ -128,10 +133,9 @@ impl Store {
                                 .map_err(Stop::Fail)?;
                         keys.reverse();
                     }
-                    let done = if savepoints {
-                        conn.transaction(|c| import_row(c, &ctx, row, &mut keys, &judge))
-                    } else {
-                        import_row(conn, &ctx, row, &mut keys, &judge)
+                    let done = match pending.as_mut() {
+                        None => conn.transaction(|c| import_row(c, &ctx, row, &mut keys, None, &judge)),
+                        Some(p) => import_row(conn, &ctx, row, &mut keys, Some(p), &judge),
                     };
                     match done {
                         Ok(imported) => out.push(Ok(imported)),
@@ -146,6 +150,10 @@ impl Store {
                         Err(e) => return Err(Stop::Fail(e)),
                     }
                 }
+                if let Some(p) = pending.as_mut() {
+                    // a reference another exception holds fails the whole INSERT: row by row then
+                    p.flush(conn).map_err(|_| Stop::Again)?;
+                }
                 if dry_run { Err(Stop::DryRun(out)) } else { Ok(out) }
             });
             match ran {
@@ -159,15 +167,44 @@ impl Store {
     }
 }
 
+/// New drafts a batch holds back, to write them with a few multi-row INSERTs (see
+/// `seed::insert_many`) rather than a statement each.
+#[derive(Default)]
+struct Pending {
+    rows: Vec<(ExceptionRow, String)>,
+    events: Vec<NewAuditRow>,
+    /// Their references: a later row looking one up must find it written.
+    refs: HashSet<(String, String)>,
+}
+
+impl Pending {
+    fn flush(&mut self, conn: &mut Db) -> Result<(), StoreError> {
+        if !self.rows.is_empty() {
+            insert_many(conn, &self.rows, &self.events)?;
+            self.rows.clear();
+            self.events.clear();
+            self.refs.clear();
+        }
+        Ok(())
+    }
+}
+
 /// Judges and writes one row: merged into the exception holding its reference, if any,
-/// else created under the next of `keys`.
+/// else created under the next of `keys`. With `pending`, a new row that took no place is
+/// held back there.
 fn import_row<T>(
     conn: &mut Db,
     ctx: &CallContext<'_>,
     row: &ImportRow<T>,
     keys: &mut Vec<ExceptionKey>,
+    mut pending: Option<&mut Pending>,
     judge: &impl Fn(&T, Slot<'_>, &mut dyn DomainFacts) -> Result<Change, StoreError>,
 ) -> Result<Imported, StoreError> {
+    if let (Some(p), Some(r)) = (pending.as_deref_mut(), &row.by_ref)
+        && p.refs.contains(r)
+    {
+        p.flush(conn)?;
+    }
     let found = match &row.by_ref {
         Some((system, id)) => find_by_ref(conn, system, id)?.map(|found| (system, id, found)),
         None => None,
@@ -193,7 +230,17 @@ fn import_row<T>(
     let mut facts = Facts::new(conn, Reading::Locked);
     let change = facts.run(|f| judge(&row.input, Slot::New(ExceptionId(Uuid::now_v7()), key), f))?;
     let seen = facts.seen();
-    let e = insert(conn, ctx, change, seen, None)?;
+    let e = match (pending, seen) {
+        // nothing to check again under locks: held back, written with the batch's others
+        (Some(p), None) => {
+            let NewRow { exception, row, head, mut events } = NewRow::of(ctx, change)?;
+            p.refs.extend(exception.fields.external_refs.iter().map(|r| (r.system.clone(), r.id.clone())));
+            p.rows.push((row, head));
+            p.events.append(&mut events);
+            exception
+        }
+        (_, seen) => insert(conn, ctx, change, seen, None)?,
+    };
     // taken only once used: a refused row leaves its key to the next
     keys.pop();
     Ok(Imported::Created(e))

@@ -139,6 +139,33 @@ pub(crate) fn save(
     Ok(after)
 }
 
+/// A new exception as it is written: its row, the head of its audit chain, its events.
+pub(crate) struct NewRow {
+    pub exception: Exception,
+    pub row: ExceptionRow,
+    pub head: String,
+    pub events: Vec<crate::rows::NewAuditRow>,
+}
+
+impl NewRow {
+    /// The rows a create writes, its events chained from the genesis.
+    pub(crate) fn of(ctx: &CallContext<'_>, change: Change) -> Result<Self, StoreError> {
+        let Change { after: exception, happened } = change;
+        let row = ExceptionRow::from_domain(&exception)?;
+        let snapshot = audit::snapshot(&row)?;
+        let (events, head) = audit::chain(
+            ctx.actor,
+            ctx.request_id,
+            &exception,
+            exception.updated_at,
+            GENESIS,
+            &happened,
+            Some(&snapshot),
+        )?;
+        Ok(Self { exception, row, head, events })
+    }
+}
+
 /// Writes a new exception with its audit trail and idempotency record.
 pub(crate) fn insert(
     conn: &mut Db,
@@ -147,11 +174,7 @@ pub(crate) fn insert(
     places: Option<crate::write::PlacesSeen>,
     idempotency: Option<IdempotencyRow>,
 ) -> Result<Exception, StoreError> {
-    let Change { after: e, happened } = change;
-    let row = ExceptionRow::from_domain(&e)?;
-    let snapshot = audit::snapshot(&row)?;
-    let (events, head) =
-        audit::chain(ctx.actor, ctx.request_id, &e, e.updated_at, GENESIS, &happened, Some(&snapshot))?;
+    let NewRow { exception: e, row, head, events } = NewRow::of(ctx, change)?;
     write(
         conn,
         &Write {

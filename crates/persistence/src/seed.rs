@@ -87,6 +87,23 @@ impl Store {
     }
 }
 
+/// Writes new exceptions that took no place (nothing to check again under locks) with a few
+/// multi-row INSERTs, their events likewise: how an import writes the drafts of a batch.
+pub(crate) fn insert_many(
+    conn: &mut Db,
+    rows: &[(ExceptionRow, String)],
+    events: &[crate::rows::NewAuditRow],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(EXCEPTION_ROWS_PER_INSERT) {
+        let values: Vec<_> = chunk.iter().map(|(row, head)| (row, exceptions::audit_head.eq(head))).collect();
+        match conn {
+            Db::Pg(pg) => diesel::insert_into(exceptions::table).values(values).execute(pg)?,
+            Db::Sqlite(lite) => diesel::insert_into(exceptions::table).values(values).execute(lite)?,
+        };
+    }
+    audit::insert(conn, events)
+}
+
 /// `n` fresh keys through `conn` (inside its transaction, if one is open).
 pub(crate) fn reserve_keys_on(conn: &mut Db, n: u32) -> Result<Vec<ExceptionKey>, StoreError> {
     #[derive(QueryableByName)]

@@ -90,7 +90,7 @@ fn what_the_previous_release_wrote_survives_the_upgrade_and_its_chains_go_on() {
     for old in old_databases() {
         let store = &old.store;
         let backend = store.backend();
-        assert_eq!(store.migrate().unwrap().len(), 3, "{backend}: the migrations left");
+        assert_eq!(store.migrate().unwrap().len(), 4, "{backend}: the migrations left");
 
         let e = store.get(key(1), &auditor).unwrap();
         assert_eq!(e.status(), Status::Active, "{backend}");
