@@ -346,12 +346,18 @@ pub async fn import(opts: &ImportOptions) -> Result<Totals, String> {
     let mut totals = Totals::default();
     let mut failures: Vec<(u64, RowErrorAnswer)> = Vec::new();
     let mut done = 0u64;
-    // PARALLEL requests at a time, answers taken in file order: the server parses and checks
+    // `parallel` requests at a time, answers taken in file order: the server parses and checks
     // one chunk while the database writes another
     let (http, url, format, progress_ref) = (&http, &url, &format, &progress);
+    // after a failure no further chunk is sent; those already in flight are awaited
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = &stop;
     let sent = futures_util::stream::iter(chunks.into_iter().enumerate().map(|(i, chunk)| {
         let key = format!("leeway-import-{}-{i}", &digest[..32]);
         async move {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return (chunk.rows, None);
+            }
             let res = send(
                 || {
                     http.post(url)
@@ -378,22 +384,23 @@ pub async fn import(opts: &ImportOptions) -> Result<Totals, String> {
                 }
                 Err(e) => Err(e),
             };
-            (chunk.rows, answer)
+            if answer.is_err() {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            (chunk.rows, Some(answer))
         }
     }));
     let mut answers = futures_util::StreamExt::buffered(sent, opts.parallel.clamp(1, MAX_PARALLEL));
+    let mut failed: Vec<String> = Vec::new();
     while let Some((rows, answer)) = futures_util::StreamExt::next(&mut answers).await {
         let answer = match answer {
-            Ok(a) => a,
-            Err(e) => {
-                // what the earlier chunks did is kept: their errors, and the totals
-                progress.finish();
-                write_errors(&opts.file, &failures)?;
-                return Err(format!(
-                    "{e} (before: {} created, {} updated, {} unchanged, {} invalid)",
-                    totals.created, totals.updated, totals.unchanged, totals.invalid
-                ));
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                failed.push(e);
+                continue;
             }
+            // not sent: an earlier chunk failed
+            None => continue,
         };
         for r in answer.results {
             let n = match r.status.as_str() {
@@ -412,8 +419,15 @@ pub async fn import(opts: &ImportOptions) -> Result<Totals, String> {
         progress.reached(done, "rows");
     }
     progress.finish();
+    // what the chunks that were answered did is kept: their errors, and the totals
     write_errors(&opts.file, &failures)?;
-    Ok(totals)
+    match failed.first() {
+        None => Ok(totals),
+        Some(e) => Err(format!(
+            "{e} (answered before it stopped: {} created, {} updated, {} unchanged, {} invalid)",
+            totals.created, totals.updated, totals.unchanged, totals.invalid
+        )),
+    }
 }
 
 /// Writes `FILE.errors.csv` with `failures`, or removes a stale one when there are none.

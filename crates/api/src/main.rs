@@ -93,9 +93,10 @@ enum Command {
         #[arg(long, default_value_t = leeway_api::client::CHUNK_ROWS, hide = true)]
         chunk_rows: usize,
         /// Requests in flight at once (1..4): the server checks one chunk while the database
-        /// writes another.
-        #[arg(long, default_value_t = 2)]
-        parallel: usize,
+        /// writes another. Default: 2 for an upsert of drafts (a re-run settles any race), 1
+        /// otherwise (rows judged in file order).
+        #[arg(long)]
+        parallel: Option<usize>,
     },
     /// Export the exceptions a token may see, streamed to stdout, with a progress bar on
     /// stderr.
@@ -182,7 +183,9 @@ fn client_command(command: &Command) -> Option<Result<(), Failure>> {
                 dry_run: *dry_run,
                 backoff: BACKOFF,
                 chunk_rows: (*chunk_rows).clamp(1, leeway_api::client::CHUNK_ROWS),
-                parallel: (*parallel).clamp(1, leeway_api::client::MAX_PARALLEL),
+                parallel: parallel
+                    .unwrap_or(if mode == "upsert" && !*submit { 2 } else { 1 })
+                    .clamp(1, leeway_api::client::MAX_PARALLEL),
             };
             let ran = runtime().and_then(|rt| rt.block_on(leeway_api::client::import(&opts)));
             Some(match ran {

@@ -97,6 +97,16 @@ fn transient(e: &StoreError) -> bool {
     }
 }
 
+/// A row the database refused for itself (a reference another exception holds): the batch
+/// runs again row by row, where that row gets its answer and the others go in.
+fn refused(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::RefsTaken(_)
+            | StoreError::Database(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+    )
+}
+
 /// How many times a batch runs: once without savepoints, then with one per row, again while
 /// a failure is [`transient`].
 const TRIES: u32 = 4;
@@ -141,8 +151,8 @@ impl Store {
                         Ok(imported) => out.push(Ok(imported)),
                         // a failed statement: on PostgreSQL the transaction is aborted, on
                         // SQLite part of the row may be written
-                        Err(StoreError::RefsTaken(_) | StoreError::Database(_)) if !savepoints => {
-                            return Err(Stop::Again);
+                        Err(e @ (StoreError::RefsTaken(_) | StoreError::Database(_))) if !savepoints => {
+                            return Err(if refused(&e) || transient(&e) { Stop::Again } else { Stop::Fail(e) });
                         }
                         Err(e) if transient(&e) => return Err(Stop::Again),
                         Err(StoreError::RefsTaken(refs)) => out.push(Err(holder(conn, &refs, ctx.actor))),
@@ -151,8 +161,10 @@ impl Store {
                     }
                 }
                 if let Some(p) = pending.as_mut() {
-                    // a reference another exception holds fails the whole INSERT: row by row then
-                    p.flush(conn).map_err(|_| Stop::Again)?;
+                    // a reference another exception holds fails the whole INSERT: row by row
+                    // then, where the row that holds it is named
+                    p.flush(conn)
+                        .map_err(|e| if refused(&e) || transient(&e) { Stop::Again } else { Stop::Fail(e) })?;
                 }
                 if dry_run { Err(Stop::DryRun(out)) } else { Ok(out) }
             });

@@ -130,8 +130,9 @@ pub struct Hotspots {
 
 #[derive(QueryableByName)]
 struct Secs {
-    #[diesel(sql_type = Double)]
-    secs: f64,
+    /// NULL for an approval without a submit before it in the trail (a legacy import's).
+    #[diesel(sql_type = Nullable<Double>)]
+    secs: Option<f64>,
 }
 
 #[derive(QueryableByName)]
@@ -232,14 +233,15 @@ fn load<T: QueryableByName<diesel::pg::Pg> + QueryableByName<diesel::sqlite::Sql
     })
 }
 
-/// Runs a report's statements in one read transaction (one snapshot on PostgreSQL, where JIT
-/// compilation is turned off for it: these aggregates are costed high enough to trigger it,
-/// and compiling took longer than running them).
+/// Runs a report's statements in one read-only transaction: on PostgreSQL at REPEATABLE READ
+/// (one snapshot, so the figures agree with each other) and without JIT compilation (these
+/// aggregates are costed high enough to trigger it, and compiling took longer than running
+/// them); on SQLite a read transaction is one snapshot already.
 fn report_transaction<T>(conn: &mut Db, f: impl FnOnce(&mut Db) -> Result<T, StoreError>) -> Result<T, StoreError> {
     use diesel::connection::SimpleConnection;
     conn.transaction(|conn| {
         if let Db::Pg(pg) = conn {
-            pg.batch_execute("SET LOCAL jit = off")?;
+            pg.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL jit = off")?;
         }
         f(conn)
     })
@@ -284,7 +286,7 @@ impl Store {
             q,
         )?
         .into_iter()
-        .map(|s| s.secs)
+        .filter_map(|s| s.secs)
         .collect();
         let live = one(load::<Live>(
             conn,

@@ -348,6 +348,18 @@ async fn a_legacy_import_brings_exceptions_in_as_they_stood_and_holds_every_rule
     let fields: Vec<&str> = bad.as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["created_at", "risk.rationale", "status"], "{}", reason(7));
 
+    // approved in Leeway after the import: the trail has no submit before that approval, and
+    // the KPIs leave it out of the approval time rather than fail
+    let waiting = json!([row(20, json!({"status": "pending_approval", "created_at": ago(2), "risk": low}))]);
+    let r = app.import("legacy=true", &admin, "application/json", waiting.to_string(), &[]).await;
+    let id = r.body["results"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.act(&id, "approve", &cast.officer).await.status, 200);
+    let to = (app.now() + chrono::Duration::seconds(1)).to_rfc3339().replace('+', "%2B");
+    let k = app.get(&format!("/v1/reports/kpis?to={to}"), &app.token("audrey", "auditor", None)).await;
+    assert_eq!(k.status, 200, "{}", k.body);
+    assert_eq!(k.body["approval_time"]["count"], 0);
+    assert_eq!(k.body["top_approvers"][0]["subject"], "carol");
+
     // only an admin, only creating
     let one = json!([row(9, json!({"status": "draft", "created_at": ago(1)}))]).to_string();
     assert_eq!(app.import("legacy=true", &cast.analyst, "application/json", one.clone(), &[]).await.status, 403);
