@@ -13,8 +13,11 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Rows per request.
+/// Most rows per request.
 pub const CHUNK_ROWS: usize = 5_000;
+/// Rows per request unless told otherwise: smaller requests keep the server's memory low
+/// (about 30 MiB over its resting size with two in flight) at little cost in speed.
+pub const DEFAULT_CHUNK_ROWS: usize = 1_000;
 /// Most requests an import keeps in flight.
 pub const MAX_PARALLEL: usize = 4;
 /// Tries per request (429, 5xx, a connection that failed).

@@ -66,7 +66,7 @@ enum Command {
         command: JobsCommand,
     },
     /// Import a CSV, JSON or NDJSON file of exceptions through a running server, in requests
-    /// of at most 5,000 rows. Exits 1 when a row was invalid (its errors in FILE.errors.csv),
+    /// of 1,000 rows (at most 5,000). Exits 1 when a row was invalid (its errors in FILE.errors.csv),
     /// 2 when the import could not run.
     Import {
         /// The file: .csv, .json (an array) or .ndjson.
@@ -89,8 +89,8 @@ enum Command {
         /// `csv`, `json` or `ndjson` (default: from the file's extension).
         #[arg(long, value_parser = ["csv", "json", "ndjson"])]
         format: Option<String>,
-        /// Rows per request (tests use small chunks).
-        #[arg(long, default_value_t = leeway_api::client::CHUNK_ROWS, hide = true)]
+        /// Rows per request, 1..5000.
+        #[arg(long, default_value_t = leeway_api::client::DEFAULT_CHUNK_ROWS)]
         chunk_rows: usize,
         /// Requests in flight at once (1..4): the server checks one chunk while the database
         /// writes another. Default: 2 for an upsert of drafts (a re-run settles any race), 1
