@@ -120,6 +120,15 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// Sends `req` and reads the whole answer.
+    pub async fn read(req: reqwest::RequestBuilder) -> Self {
+        let res = req.send().await.expect("send request");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap_or_default();
+        Resp { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+    }
+
     /// A header as text.
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
@@ -265,11 +274,7 @@ impl TestApp {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let res = req.send().await.expect("send request");
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let text = res.text().await.unwrap_or_default();
-        Resp { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+        Resp::read(req).await
     }
 
     /// `POST /v1/imports?{query}` with `body` as `content_type`.
@@ -290,11 +295,7 @@ impl TestApp {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let res = req.send().await.expect("send request");
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let text = res.text().await.unwrap_or_default();
-        Resp { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+        Resp::read(req).await
     }
 
     /// GET.

@@ -647,28 +647,18 @@ pub async fn import_exceptions(
         .await??;
         for ((i, r), outcome) in batch.iter().zip(done) {
             let row = r.input.row;
+            // the id and key of a row a dry run would create are not known
+            let landed = |status, e: &leeway_domain::record::Exception, known: bool| RowResult {
+                row,
+                status,
+                id: known.then_some(e.id.0),
+                key: known.then(|| e.key.to_string()),
+                errors: Vec::new(),
+            };
             let result = match outcome {
-                Ok(Imported::Created(e)) => RowResult {
-                    row,
-                    status: RowStatus::Created,
-                    id: (!dry_run).then_some(e.id.0),
-                    key: (!dry_run).then(|| e.key.to_string()),
-                    errors: Vec::new(),
-                },
-                Ok(Imported::Updated(e)) => RowResult {
-                    row,
-                    status: RowStatus::Updated,
-                    id: Some(e.id.0),
-                    key: Some(e.key.to_string()),
-                    errors: Vec::new(),
-                },
-                Ok(Imported::Unchanged(e)) => RowResult {
-                    row,
-                    status: RowStatus::Unchanged,
-                    id: Some(e.id.0),
-                    key: Some(e.key.to_string()),
-                    errors: Vec::new(),
-                },
+                Ok(Imported::Created(e)) => landed(RowStatus::Created, &e, !dry_run),
+                Ok(Imported::Updated(e)) => landed(RowStatus::Updated, &e, true),
+                Ok(Imported::Unchanged(e)) => landed(RowStatus::Unchanged, &e, true),
                 Err(e) => RowResult {
                     row,
                     status: RowStatus::Invalid,
