@@ -265,6 +265,11 @@ impl ApiError {
         Self::new(ProblemCode::Forbidden, detail)
     }
 
+    /// 403 for a caller holding none of `roles`, naming them in `required_roles`.
+    pub fn needs_roles(detail: impl Into<String>, roles: &[leeway_domain::kinds::Role]) -> Self {
+        Self::forbidden(detail).with("required_roles", roles.iter().map(|r| r.as_str()).collect::<Vec<_>>())
+    }
+
     /// 404, the same for absent and not visible.
     pub fn not_found() -> Self {
         Self::new(ProblemCode::NotFound, "no such resource, or it is not visible to the caller")

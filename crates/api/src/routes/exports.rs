@@ -144,8 +144,10 @@ pub async fn export_exceptions(
 ) -> Result<HttpResponse, ApiError> {
     const MAY: [Role; 6] = [Role::Auditor, Role::Analyst, Role::Compliance, Role::Ciso, Role::Admin, Role::Integration];
     if !MAY.iter().any(|r| caller.0.has(*r)) {
-        return Err(ApiError::forbidden("exports are for auditor, analyst, compliance, ciso, admin or integration")
-            .with("required_roles", MAY.iter().map(|r| r.as_str()).collect::<Vec<_>>()));
+        return Err(ApiError::needs_roles(
+            "exports are for auditor, analyst, compliance, ciso, admin or integration",
+            &MAY,
+        ));
     }
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
         .map_err(|e| ApiError::new(crate::error::ProblemCode::InvalidQuery, format!("invalid query string: {e}")))?;

@@ -549,8 +549,7 @@ pub async fn import_exceptions(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let Some(importer) = workflow::importer(&caller.0) else {
-        return Err(ApiError::forbidden("imports are for analyst, integration or admin")
-            .with("required_roles", IMPORT_ROLES.iter().map(|r| r.as_str()).collect::<Vec<_>>()));
+        return Err(ApiError::needs_roles("imports are for analyst, integration or admin", IMPORT_ROLES));
     };
     let p = crate::routes::integrations::params(req.query_string(), &["mode", "submit", "dry_run", "legacy"])?;
     let mode = match p.get("mode").map(String::as_str) {

@@ -24,8 +24,10 @@ fn reader(caller: &Caller) -> Result<(), ApiError> {
     if READERS.iter().any(|r| caller.0.has(*r)) {
         Ok(())
     } else {
-        Err(ApiError::forbidden("reports are for analyst, security_officer, ciso, compliance, auditor or admin")
-            .with("required_roles", READERS.iter().map(|r| r.as_str()).collect::<Vec<_>>()))
+        Err(ApiError::needs_roles(
+            "reports are for analyst, security_officer, ciso, compliance, auditor or admin",
+            &READERS,
+        ))
     }
 }
 
