@@ -4,6 +4,22 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use leeway_domain::ApprovalPolicy;
+use leeway_domain::kinds::Role;
+
+use crate::jwks::JwksConfig;
+use crate::limits::RateLimit;
+
+/// Where `/metrics` is served.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum MetricsAt {
+    /// Not served (the default).
+    #[default]
+    Off,
+    /// On the main listener, beside the API (`LEEWAY_METRICS_LISTEN=main`).
+    Main,
+    /// On a listener of its own at this address.
+    Listen(String),
+}
 
 /// Everything `leeway serve` needs.
 #[derive(Debug, Clone)]
@@ -14,6 +30,18 @@ pub struct Config {
     pub listen: String,
     /// `LEEWAY_JWT_SECRET`: the HS256 secret; generated beside the SQLite file when absent.
     pub jwt_secret: Option<String>,
+    /// `LEEWAY_JWT_SECRET_PREVIOUS`: a retired HS256 secret still accepted (never used to
+    /// sign) while tokens signed with it run out.
+    pub jwt_previous_secret: Option<String>,
+    /// `LEEWAY_JWKS_URL` and its refresh settings: JWKS mode (RS256/ES256 tokens from an
+    /// identity provider).
+    pub jwks: Option<JwksConfig>,
+    /// `LEEWAY_ROLE_MAP`: identity-provider group or role values to Leeway roles.
+    pub role_map: HashMap<String, Vec<Role>>,
+    /// `LEEWAY_RATE_LIMIT`: the per-subject token bucket, when set.
+    pub rate_limit: Option<RateLimit>,
+    /// `LEEWAY_METRICS_LISTEN`: where `/metrics` is served.
+    pub metrics: MetricsAt,
     /// `LEEWAY_JWT_ISSUER`: required `iss`, when set.
     pub jwt_issuer: Option<String>,
     /// `LEEWAY_JWT_AUDIENCE`: required `aud`, when set.
@@ -52,6 +80,29 @@ fn parse_schedule(v: &str) -> Result<Vec<u32>, String> {
                 .map_err(|_| format!("LEEWAY_WEBHOOK_RETRY_SCHEDULE must be comma-separated whole seconds, got {v:?}"))
         })
         .collect()
+}
+
+/// `grp-sec=security_officer,grp-ciso=ciso`: one value may map to several roles.
+pub fn parse_role_map(v: &str) -> Result<HashMap<String, Vec<Role>>, String> {
+    let mut map: HashMap<String, Vec<Role>> = HashMap::new();
+    for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (from, to) = pair
+            .split_once('=')
+            .map(|(f, t)| (f.trim(), t.trim()))
+            .filter(|(f, _)| !f.is_empty())
+            .ok_or_else(|| format!("LEEWAY_ROLE_MAP must be comma-separated VALUE=ROLE pairs, got {pair:?}"))?;
+        let role = Role::parse(to).ok_or_else(|| {
+            format!(
+                "LEEWAY_ROLE_MAP maps {from:?} to {to:?}, which is not a role; one of {}",
+                Role::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        let roles = map.entry(from.to_owned()).or_default();
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
+    Ok(map)
 }
 
 /// Reads `KEY=VALUE` lines (blank lines and `#` comments ignored).
@@ -93,7 +144,35 @@ impl Config {
         let number = |k: &str| -> Result<Option<u64>, String> {
             get(k).map(|v| v.parse::<u64>().map_err(|_| format!("{k} must be a whole number, got {v:?}"))).transpose()
         };
+        let seconds = |k: &str, default: u64| -> Result<std::time::Duration, String> {
+            Ok(std::time::Duration::from_secs(number(k)?.unwrap_or(default)))
+        };
+        let jwks = match get("LEEWAY_JWKS_URL") {
+            None => None,
+            Some(url) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(format!("LEEWAY_JWKS_URL must be an http(s) URL, got {url:?}"));
+                }
+                if get("LEEWAY_JWT_ISSUER").is_none() || get("LEEWAY_JWT_AUDIENCE").is_none() {
+                    return Err("with LEEWAY_JWKS_URL, set LEEWAY_JWT_ISSUER and LEEWAY_JWT_AUDIENCE too: tokens from an identity provider must name their issuer and this service (RFC 8725 3.8, 3.9)".to_owned());
+                }
+                Some(JwksConfig {
+                    url,
+                    min_refresh: seconds("LEEWAY_JWKS_MIN_REFRESH_SECONDS", 300)?,
+                    ttl: seconds("LEEWAY_JWKS_TTL_SECONDS", 3600)?.max(std::time::Duration::from_secs(1)),
+                })
+            }
+        };
         Ok(Self {
+            jwt_previous_secret: get("LEEWAY_JWT_SECRET_PREVIOUS"),
+            jwks,
+            role_map: get("LEEWAY_ROLE_MAP").map(|v| parse_role_map(&v)).transpose()?.unwrap_or_default(),
+            rate_limit: get("LEEWAY_RATE_LIMIT").map(|v| RateLimit::parse(&v)).transpose()?,
+            metrics: match get("LEEWAY_METRICS_LISTEN") {
+                None => MetricsAt::Off,
+                Some(v) if v == "main" => MetricsAt::Main,
+                Some(v) => MetricsAt::Listen(v),
+            },
             database_url: get("LEEWAY_DATABASE_URL").unwrap_or_else(|| "sqlite://leeway.db".to_owned()),
             listen: get("LEEWAY_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
             jwt_secret: get("LEEWAY_JWT_SECRET"),

@@ -246,6 +246,9 @@ fn server_command(config: Option<PathBuf>, command: Command) -> Result<(), Strin
             Ok(())
         }
         Command::Token { sub, roles, business_unit, ttl } => {
+            if config.jwks.is_some() && config.jwt_secret.is_none() {
+                return Err("with LEEWAY_JWKS_URL, tokens come from the identity provider; set LEEWAY_JWT_SECRET as well for `leeway token` and HS256 tokens".into());
+            }
             let (secret, _) = config.resolve_secret(true)?;
             let mut parsed = Vec::new();
             for r in &roles {
@@ -257,7 +260,7 @@ fn server_command(config: Option<PathBuf>, command: Command) -> Result<(), Strin
                 })?);
             }
             let clock = Arc::new(SystemClock);
-            let auth = Auth::from_config(&config, &secret, clock.clone());
+            let auth = Auth::from_config(&config, Some(&secret), None, clock.clone());
             let token = auth.mint(&sub, &parsed, business_unit.as_deref(), parse_ttl(&ttl)?, clock.now())?;
             println!("{token}");
             Ok(())
