@@ -113,6 +113,8 @@ problem_codes!(
     FieldLocked = ("field_locked", CONFLICT, "A field cannot change in the current state"),
     /// A bug: logged in full, told in one line.
     Internal = ("internal", INTERNAL_SERVER_ERROR, "Internal error"),
+    /// The caller's subject is over its rate limit.
+    RateLimited = ("rate_limited", TOO_MANY_REQUESTS, "Too many requests"),
     /// The database is unreachable or migrations are pending.
     NotReady = ("not_ready", SERVICE_UNAVAILABLE, "Not ready"),
 );
@@ -268,6 +270,18 @@ impl ApiError {
     /// 403 for a caller holding none of `roles`, naming them in `required_roles`.
     pub fn needs_roles(detail: impl Into<String>, roles: &[leeway_domain::kinds::Role]) -> Self {
         Self::forbidden(detail).with("required_roles", roles.iter().map(|r| r.as_str()).collect::<Vec<_>>())
+    }
+
+    /// 429: the subject's bucket is empty for `wait` (told in whole seconds, at least 1, in
+    /// `Retry-After` and `retry_after_seconds`).
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs().saturating_add(u64::from(wait.subsec_nanos() > 0)).max(1);
+        Self::new(
+            ProblemCode::RateLimited,
+            format!("this subject is over its rate limit; retry in {seconds} s (Retry-After)"),
+        )
+        .with("retry_after_seconds", seconds)
+        .header("retry-after", seconds.to_string())
     }
 
     /// 404, the same for absent and not visible.

@@ -9,8 +9,10 @@ pub mod oscal;
 pub mod reports;
 pub mod system;
 
+use utoipa::openapi::header::Header;
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
 use utoipa_actix_web::scope;
@@ -123,6 +125,19 @@ fn document(op: &mut Operation, versioned: bool, names_an_exception: bool) {
     }
     add("431", "Over 64 header fields or 32 KiB of headers (`request_header_fields_too_large`)".to_owned());
     add("500", "A bug, logged in full; quote the request id (`internal`)".to_owned());
+    if versioned {
+        op.responses.responses.entry("429".to_owned()).or_insert_with(|| {
+            let mut retry_after = Header::new(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)));
+            retry_after.description = Some("Seconds until the subject's next request is allowed".to_owned());
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description("The token's subject is over its rate limit (`rate_limited`)")
+                    .header("Retry-After", retry_after)
+                    .content("application/problem+json", Content::new(Some(Ref::from_schema_name("Problem"))))
+                    .build(),
+            )
+        });
+    }
 }
 
 impl utoipa::Modify for Conventions {
@@ -131,7 +146,7 @@ impl utoipa::Modify for Conventions {
         let mut http = Http::new(HttpAuthScheme::Bearer);
         http.bearer_format = Some("JWT".to_owned());
         http.description = Some(
-            "A JWT (HS256 with the configured secret) with `sub`, numeric `exp`, `roles` (array) and optionally `business_unit`; at most 8 KiB"
+            "A JWT with `sub`, numeric `exp`, `roles` (array) and optionally `business_unit`; at most 8 KiB. HS256 with the configured secret, or, with an identity provider (`LEEWAY_JWKS_URL`), RS256 or ES256 signed by a key of its key set, with `iss` and `aud`"
                 .to_owned(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(http));
