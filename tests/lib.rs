@@ -88,6 +88,24 @@ pub struct Options {
     /// Refuse webhook URLs on private addresses, as production does (default: allowed, so
     /// that receivers on 127.0.0.1 work).
     pub block_private_webhooks: bool,
+    /// `LEEWAY_RATE_LIMIT`, e.g. `2/m burst 3`.
+    pub rate_limit: Option<&'static str>,
+    /// JWKS mode: the key set's URL and refresh settings.
+    pub jwks: Option<leeway_api::jwks::JwksConfig>,
+    /// `LEEWAY_ROLE_MAP`.
+    pub role_map: Option<&'static str>,
+    /// `LEEWAY_JWT_ROLES_CLAIM` (default `roles`).
+    pub roles_claim: Option<&'static str>,
+    /// No `LEEWAY_JWT_SECRET` (with JWKS: HS256 refused). [`TestApp::token`] still mints
+    /// with the test secret, which the server then does not know.
+    pub no_secret: bool,
+    /// `LEEWAY_JWT_SECRET_PREVIOUS`.
+    pub previous_secret: Option<&'static str>,
+    /// `LEEWAY_METRICS_LISTEN`.
+    pub metrics: leeway_api::config::MetricsAt,
+    /// Run the scheduler inside the server every this many seconds, on the manual clock
+    /// (default: off; tests call [`TestApp::run_jobs`]).
+    pub jobs_every_seconds: u64,
 }
 
 /// A running server and what a test needs to talk to it.
@@ -104,6 +122,10 @@ pub struct TestApp {
     pub policy: leeway_domain::ApprovalPolicy,
     /// The server's own store: its statement counter sees every statement a request sends.
     pub store: leeway_persistence::Store,
+    /// `http://127.0.0.1:PORT` of the metrics listener, when it has one.
+    pub metrics_base: Option<String>,
+    /// The server's metrics.
+    pub metrics: leeway_api::metrics::Metrics,
     auth: Auth,
     _db: TestDb,
 }
@@ -161,29 +183,50 @@ pub async fn spawn_with(options: Options) -> TestApp {
     let config = Config {
         database_url: database_url.clone(),
         listen: "127.0.0.1:0".to_owned(),
-        jwt_secret: Some(SECRET.to_owned()),
+        jwt_secret: (!options.no_secret).then(|| SECRET.to_owned()),
+        jwt_previous_secret: options.previous_secret.map(str::to_owned),
+        jwks: options.jwks.clone(),
+        role_map: options
+            .role_map
+            .map(|m| leeway_api::config::parse_role_map(m).expect("a role map"))
+            .unwrap_or_default(),
+        rate_limit: options.rate_limit.map(|r| leeway_api::limits::RateLimit::parse(r).expect("a rate limit")),
+        metrics: options.metrics.clone(),
         jwt_issuer: options.issuer.clone(),
         jwt_audience: options.audience.clone(),
-        roles_claim: "roles".to_owned(),
+        roles_claim: options.roles_claim.unwrap_or("roles").to_owned(),
         business_unit_claim: "business_unit".to_owned(),
         log: "warn".to_owned(),
         log_format: "text".to_owned(),
         pool_size: 4,
         workers: Some(1),
         policy: options.policy.clone().unwrap_or_default(),
-        // tests run the scheduler themselves, on the manual clock
-        jobs_interval_seconds: 0,
+        // tests run the scheduler themselves, on the manual clock, unless told otherwise
+        jobs_interval_seconds: options.jobs_every_seconds,
         delivery_interval_ms: options.deliver_every_ms,
         webhook_allow_private: !options.block_private_webhooks,
     };
     let clock = Arc::new(ManualClock::default());
     let app = Application::build(&config, clock.clone()).expect("build the application");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let metrics_base = app.metrics_port().map(|p| format!("http://127.0.0.1:{p}"));
+    let metrics = app.metrics().clone();
     let store = app.store().clone();
     tokio::spawn(app.run());
-    let auth =
-        Auth::new(SECRET, options.issuer, options.audience, "roles".into(), "business_unit".into(), clock.clone());
-    TestApp { base, client: reqwest::Client::new(), clock, database_url, policy: config.policy, store, auth, _db: db }
+    let roles_claim = options.roles_claim.unwrap_or("roles").to_owned();
+    let auth = Auth::new(SECRET, options.issuer, options.audience, roles_claim, "business_unit".into(), clock.clone());
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        clock,
+        database_url,
+        policy: config.policy,
+        store,
+        metrics_base,
+        metrics,
+        auth,
+        _db: db,
+    }
 }
 
 impl TestApp {
@@ -228,7 +271,8 @@ impl TestApp {
     /// holds the sequencer).
     pub async fn deliver(&self) -> leeway_api::delivery::Pass {
         let d = leeway_api::delivery::Deliverer::new(self.store.clone(), self.policy.clone(), self.clock.clone(), true)
-            .expect("a webhook deliverer");
+            .expect("a webhook deliverer")
+            .with_metrics(self.metrics.clone());
         let mut total = leeway_api::delivery::Pass::default();
         for _ in 0..500 {
             let pass = d.run_once().await.expect("a delivery pass");
@@ -498,5 +542,62 @@ impl Receiver {
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().expect("received").clone()
+    }
+}
+
+#[derive(Default)]
+struct KeyServerState {
+    /// The key set served; `None` answers 503 (the identity provider is down).
+    body: std::sync::Mutex<Option<String>>,
+    fetches: std::sync::atomic::AtomicUsize,
+}
+
+/// An identity provider's JWKS endpoint on 127.0.0.1, serving the key set it is given.
+pub struct KeyServer {
+    /// `http://127.0.0.1:PORT/jwks`.
+    pub url: String,
+    state: Arc<KeyServerState>,
+}
+
+impl KeyServer {
+    /// Starts one serving `keys` (JWKs).
+    pub async fn start(keys: &[Value]) -> Self {
+        use actix_web::{App, HttpResponse, HttpServer, web};
+        let state = Arc::new(KeyServerState::default());
+        let shared = web::Data::from(state.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a key server");
+        let port = listener.local_addr().expect("key server address").port();
+        let server = HttpServer::new(move || {
+            App::new().app_data(shared.clone()).default_service(web::to(|s: web::Data<KeyServerState>| async move {
+                s.fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                match s.body.lock().expect("key set").clone() {
+                    Some(body) => HttpResponse::Ok().content_type("application/json").body(body),
+                    None => HttpResponse::ServiceUnavailable().finish(),
+                }
+            }))
+        })
+        .workers(1)
+        .listen(listener)
+        .expect("listen")
+        .run();
+        tokio::spawn(server);
+        let this = Self { url: format!("http://127.0.0.1:{port}/jwks"), state };
+        this.serve(keys);
+        this
+    }
+
+    /// Serves `keys` from now on.
+    pub fn serve(&self, keys: &[Value]) {
+        *self.state.body.lock().expect("key set") = Some(serde_json::json!({ "keys": keys }).to_string());
+    }
+
+    /// Answers 503 from now on.
+    pub fn go_down(&self) {
+        *self.state.body.lock().expect("key set") = None;
+    }
+
+    /// How many times the key set was asked for.
+    pub fn fetches(&self) -> usize {
+        self.state.fetches.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

@@ -21,6 +21,7 @@ use leeway_persistence::{Attempt, Claimed, FeedEvent, Next, Store, StoreError};
 use serde_json::Value;
 
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::routes::exceptions::json::ExceptionView;
 
 /// Longest wait for a receiver's answer.
@@ -190,6 +191,7 @@ pub struct Deliverer {
     client: reqwest::Client,
     owner: String,
     allow_private: bool,
+    metrics: Option<Metrics>,
 }
 
 impl Deliverer {
@@ -220,7 +222,15 @@ impl Deliverer {
             client,
             owner: owner.chars().take(64).collect(),
             allow_private,
+            metrics: None,
         })
+    }
+
+    /// Counts each attempt's outcome in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Numbers new events, then sends every due delivery, a claim at a time.
@@ -296,6 +306,13 @@ impl Deliverer {
             },
         };
         let ok = next == Next::Succeeded;
+        if let Some(m) = &self.metrics {
+            m.delivery(match next {
+                Next::Succeeded => "delivered",
+                Next::RetryAt(_) => "retrying",
+                Next::Failed => "failed",
+            });
+        }
         let (store, owner, delivery) = (self.store.clone(), self.owner.clone(), c.delivery.clone());
         let webhook = c.delivery.webhook_id.clone();
         let now = self.clock.now();

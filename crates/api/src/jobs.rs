@@ -7,8 +7,10 @@
 
 use chrono::{DateTime, Duration, Utc};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use leeway_domain::ApprovalPolicy;
 use leeway_domain::access::Actor;
 use leeway_domain::workflow::{self, Ctx, NoFacts, Operation};
@@ -36,7 +38,17 @@ pub const DELIVERY_RETENTION_DAYS: i64 = 30;
 /// Applies every due time rule at `now` and forgets expired idempotency keys, so that table
 /// stays bounded by a day of traffic.
 pub fn run_once(store: &Store, policy: &ApprovalPolicy, now: DateTime<Utc>) -> Result<Report, StoreError> {
-    let exceptions = run_in_batches(store, policy, now, BATCH)?;
+    run_until(store, policy, now, &AtomicBool::new(false))
+}
+
+/// [`run_once`], stopping after the batch in hand once `stop` is set.
+fn run_until(
+    store: &Store,
+    policy: &ApprovalPolicy,
+    now: DateTime<Utc>,
+    stop: &AtomicBool,
+) -> Result<Report, StoreError> {
+    let exceptions = batches(store, policy, now, BATCH, stop)?;
     let purged_keys = store.purge_idempotency_keys(now)?;
     let cutoff = now.checked_sub_signed(Duration::days(DELIVERY_RETENTION_DAYS)).unwrap_or(now);
     let purged_deliveries = store.purge_deliveries(cutoff)?;
@@ -49,6 +61,16 @@ pub fn run_in_batches(
     policy: &ApprovalPolicy,
     now: DateTime<Utc>,
     batch: i64,
+) -> Result<usize, StoreError> {
+    batches(store, policy, now, batch, &AtomicBool::new(false))
+}
+
+fn batches(
+    store: &Store,
+    policy: &ApprovalPolicy,
+    now: DateTime<Utc>,
+    batch: i64,
+    stop: &AtomicBool,
 ) -> Result<usize, StoreError> {
     let system = Actor::system();
     let ctx = CallContext { actor: &system, request_id: None, now };
@@ -69,34 +91,76 @@ pub fn run_in_batches(
             Ok(change)
         })?;
         total += n;
-        if n < usize::try_from(batch).unwrap_or(0) {
+        if n < usize::try_from(batch).unwrap_or(0) || stop.load(Ordering::Relaxed) {
             break;
         }
     }
     Ok(total)
 }
 
-/// Runs the scheduler every `interval` on its own thread (never on the HTTP workers).
-pub fn spawn(store: Store, policy: ApprovalPolicy, clock: Arc<dyn Clock>, interval: std::time::Duration) {
-    let spawned = std::thread::Builder::new().name("leeway-jobs".into()).spawn(move || {
-        loop {
-            // a panic in one run must not stop the scheduler for the life of the process
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_once(&store, &policy, clock.now())));
-            match run {
-                Ok(Ok(Report { exceptions: 0, purged_keys: 0, purged_deliveries: 0 })) => {}
-                Ok(Ok(r)) => tracing::info!(
-                    exceptions = r.exceptions,
-                    purged_keys = r.purged_keys,
-                    purged_deliveries = r.purged_deliveries,
-                    "scheduler run"
-                ),
-                Ok(Err(e)) => tracing::error!(error = %e, "scheduler run failed; retrying next interval"),
-                Err(_) => tracing::error!("scheduler run panicked; retrying next interval"),
+/// The scheduler inside `serve`: a thread of its own (never an HTTP worker) running every
+/// `interval`, stopped between two batches.
+pub struct Scheduler {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Scheduler {
+    /// Starts the thread.
+    pub fn spawn(
+        store: Store,
+        policy: ApprovalPolicy,
+        clock: Arc<dyn Clock>,
+        interval: std::time::Duration,
+        metrics: Metrics,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let spawned = std::thread::Builder::new().name("leeway-jobs".into()).spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                // a panic in one run must not stop the scheduler for the life of the process
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_until(&store, &policy, clock.now(), &flag)
+                }));
+                match run {
+                    Ok(Ok(r)) => {
+                        metrics.scheduler_run(Ok(r.exceptions));
+                        if r != (Report { exceptions: 0, purged_keys: 0, purged_deliveries: 0 }) {
+                            tracing::info!(
+                                exceptions = r.exceptions,
+                                purged_keys = r.purged_keys,
+                                purged_deliveries = r.purged_deliveries,
+                                "scheduler run"
+                            );
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        metrics.scheduler_run(Err(()));
+                        tracing::error!(error = %e, "scheduler run failed; retrying next interval");
+                    }
+                    Err(_) => {
+                        metrics.scheduler_run(Err(()));
+                        tracing::error!("scheduler run panicked; retrying next interval");
+                    }
+                }
+                // sleep in short steps, so a stop is not held up by a long interval
+                let until = std::time::Instant::now() + interval;
+                while !flag.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(100).min(interval));
+                }
             }
-            std::thread::sleep(interval);
+        });
+        let thread = spawned.map_err(|e| tracing::error!(error = %e, "cannot start the scheduler thread")).ok();
+        Self { stop, thread }
+    }
+
+    /// Asks the thread to stop after its current batch and waits for it.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("the scheduler thread panicked while stopping");
         }
-    });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the scheduler thread");
     }
 }

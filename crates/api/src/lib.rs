@@ -14,6 +14,9 @@ pub mod contract;
 pub mod delivery;
 pub mod error;
 pub mod jobs;
+pub mod jwks;
+pub mod limits;
+pub mod metrics;
 pub mod middleware;
 pub mod routes;
 pub mod seed;
@@ -28,7 +31,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Auth;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, MetricsAt};
 use crate::contract::Contract;
 use leeway_domain::ApprovalPolicy;
 use leeway_persistence::Store;
@@ -48,6 +51,10 @@ pub struct AppState {
     pub contract: Contract,
     /// Whether webhook URLs may name private addresses.
     pub webhook_allow_private: bool,
+    /// The per-subject rate limit, when one is set.
+    pub limiter: Option<limits::Limiter>,
+    /// This server's metrics.
+    pub metrics: metrics::Metrics,
 }
 
 #[derive(OpenApi)]
@@ -90,8 +97,20 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// A built server, bound to its port, not yet running.
 pub struct Application {
     port: u16,
+    metrics_port: Option<u16>,
     server: actix_web::dev::Server,
+    metrics_server: Option<actix_web::dev::Server>,
     store: Store,
+    scheduler: Option<jobs::Scheduler>,
+    metrics: metrics::Metrics,
+}
+
+/// `GET /metrics`: every metric in Prometheus's text format, without authentication.
+async fn serve_metrics(state: web::Data<AppState>) -> HttpResponse {
+    match state.metrics.render() {
+        Ok(text) => HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text),
+        Err(e) => actix_web::ResponseError::error_response(&error::ApiError::internal(&e)),
+    }
 }
 
 impl Application {
@@ -104,19 +123,36 @@ impl Application {
         }
         // the policy this server gives approvals under, kept for audit packages
         store.record_policy(&config.policy, clock.now()).map_err(|e| e.to_string())?;
-        let (secret, generated) = config.resolve_secret(true)?;
-        if let Some(path) = generated {
-            tracing::warn!(path = %path.display(), "no LEEWAY_JWT_SECRET: generated a secret into this file (mode 0600); `leeway token` uses it");
+        // with an identity provider, HS256 tokens are accepted only when a secret is set too
+        let secret = match (&config.jwks, &config.jwt_secret) {
+            (Some(_), None) => None,
+            _ => {
+                let (secret, generated) = config.resolve_secret(true)?;
+                if let Some(path) = generated {
+                    tracing::warn!(path = %path.display(), "no LEEWAY_JWT_SECRET: generated a secret into this file (mode 0600); `leeway token` uses it");
+                }
+                Some(secret)
+            }
+        };
+        if config.jwt_previous_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err("LEEWAY_JWT_SECRET_PREVIOUS must be at least 32 characters, as the secret it was".into());
         }
-        let auth = Auth::from_config(config, &secret, clock.clone());
-        if config.jobs_interval_seconds > 0 {
-            jobs::spawn(
+        let jwks = config.jwks.clone().map(jwks::Jwks::start).transpose()?;
+        let auth = Auth::from_config(config, secret.as_deref(), jwks, clock.clone());
+        let limiter = config.rate_limit.map(limits::Limiter::new).transpose()?;
+        let metrics = metrics::Metrics::new(store.clone())?;
+        if config.metrics != MetricsAt::Off {
+            metrics.spawn_sampler(clock.clone());
+        }
+        let scheduler = (config.jobs_interval_seconds > 0).then(|| {
+            jobs::Scheduler::spawn(
                 store.clone(),
                 config.policy.clone(),
                 clock.clone(),
                 std::time::Duration::from_secs(config.jobs_interval_seconds),
-            );
-        }
+                metrics.clone(),
+            )
+        });
         if config.delivery_interval_ms > 0 {
             delivery::Deliverer::new(
                 store.clone(),
@@ -124,6 +160,7 @@ impl Application {
                 clock.clone(),
                 config.webhook_allow_private,
             )?
+            .with_metrics(metrics.clone())
             .spawn(std::time::Duration::from_millis(config.delivery_interval_ms));
         }
         let api = openapi();
@@ -140,10 +177,14 @@ impl Application {
             clock,
             contract,
             webhook_allow_private: config.webhook_allow_private,
+            limiter,
+            metrics: metrics.clone(),
         });
+        let metrics_on_main = config.metrics == MetricsAt::Main;
         let listener =
             TcpListener::bind(&config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let state_for_metrics = state.clone();
         let mut server = HttpServer::new(move || {
             let (app, _) = App::new().into_utoipa_app().configure(routes::configure).split_for_parts();
             app.app_data(state.clone())
@@ -155,6 +196,11 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(middleware::catch_panics))
                 .wrap(actix_web::middleware::from_fn(middleware::limit_head))
                 .wrap(actix_web::middleware::from_fn(middleware::request_id))
+                .configure(|cfg| {
+                    if metrics_on_main {
+                        cfg.route("/metrics", web::get().to(serve_metrics));
+                    }
+                })
                 .service(web::redirect("/docs", "/docs/"))
                 .service(web::resource("/openapi.json").route(web::get().to({
                     let document = document.clone();
@@ -174,8 +220,35 @@ impl Application {
         if let Some(n) = config.workers {
             server = server.workers(n);
         }
+        let (metrics_server, metrics_port) = match &config.metrics {
+            MetricsAt::Listen(addr) => {
+                let listener =
+                    TcpListener::bind(addr).map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+                let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+                let state = state_for_metrics;
+                let server = HttpServer::new(move || {
+                    App::new().app_data(state.clone()).route("/metrics", web::get().to(serve_metrics))
+                })
+                .workers(1)
+                .listen(listener)
+                .map_err(|e| e.to_string())?
+                .run();
+                (Some(server), Some(port))
+            }
+            MetricsAt::Off | MetricsAt::Main => (None, None),
+        };
 
-        Ok(Self { port, server: server.run(), store })
+        Ok(Self { port, metrics_port, server: server.run(), metrics_server, store, scheduler, metrics })
+    }
+
+    /// The server's metrics (tests take samples and count deliveries with them).
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The metrics listener's port, when `/metrics` has a listener of its own.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
     }
 
     /// The bound port (useful with port 0).
@@ -188,8 +261,30 @@ impl Application {
         &self.store
     }
 
-    /// Serves until stopped.
+    /// Serves until stopped. On SIGTERM or SIGINT the listener closes, requests in flight
+    /// are answered (up to 30 s), then the scheduler finishes its current batch before this
+    /// returns; webhook attempts in flight are abandoned to their lease, and another node or
+    /// the next start sends them again.
     pub async fn run(self) -> std::io::Result<()> {
-        self.server.await
+        let Self { server, metrics_server, scheduler, .. } = self;
+        let served = match metrics_server {
+            // the metrics listener stops with the API's
+            Some(metrics) => {
+                let handle = metrics.handle();
+                let api = async {
+                    let served = server.await;
+                    handle.stop(false).await;
+                    served
+                };
+                futures_util::future::join(api, metrics).await.0
+            }
+            None => server.await,
+        };
+        if let Some(s) = scheduler {
+            tracing::info!("stopping: letting the scheduler finish its batch");
+            let _ = web::block(move || s.stop()).await;
+        }
+        tracing::info!("stopped");
+        served
     }
 }

@@ -6,12 +6,14 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ResourceDef, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::AppState;
+use crate::auth::LoggedSubject;
 use crate::error::{ApiError, ProblemCode, REQUEST_ID};
 
 /// Most bytes of request headers (names, values and the target) Leeway reads; actix itself
@@ -25,8 +27,19 @@ fn sane_request_id(v: &str) -> bool {
     (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
+/// The exception a request named (`{id}`: its key or id) or created (its id, from
+/// `Location`), for the request's log line.
+fn exception_of(res: &ServiceResponse<impl MessageBody>, route: &str) -> Option<String> {
+    if route.starts_with("/v1/exceptions/{id}") {
+        return res.request().match_info().get("id").map(str::to_owned);
+    }
+    let location = res.headers().get("location")?.to_str().ok()?;
+    location.strip_prefix("/v1/exceptions/").filter(|rest| !rest.contains('/')).map(str::to_owned)
+}
+
 /// Sets `X-Request-Id` (the caller's when it is sane, else a new UUID), makes it available
-/// to problems and logs, and logs one line per request.
+/// to problems and logs, logs one line per request (with its route template, the token's
+/// subject and the exception involved; never the token) and counts it in the metrics.
 pub async fn request_id(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -40,18 +53,31 @@ pub async fn request_id(
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.path().to_owned();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
     let res = REQUEST_ID.scope(id.clone(), next.call(req)).await;
-    let status = match &res {
-        Ok(res) => res.status(),
+    let elapsed = start.elapsed();
+    let (status, route, subject, exception) = match &res {
+        Ok(res) => {
+            let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+            let subject = res.request().extensions().get::<LoggedSubject>().map(|s| s.0.clone());
+            let exception = exception_of(res, &route);
+            (res.status(), route, subject, exception)
+        }
         // a problem that escaped as an error carries the request id itself (see ApiError)
-        Err(e) => e.as_response_error().status_code(),
+        Err(e) => (e.as_response_error().status_code(), "unmatched".to_owned(), None, None),
     };
+    if let Some(state) = &state {
+        state.metrics.request(method.as_str(), &route, status.as_u16(), elapsed);
+    }
     tracing::info!(
         request_id = %id,
         method = %method,
+        route = %route,
         path = %path,
         status = status.as_u16(),
-        elapsed_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        subject = subject.as_deref(),
+        exception = exception.as_deref(),
         "request"
     );
     let mut res = res?.map_into_boxed_body();

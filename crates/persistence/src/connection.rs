@@ -171,6 +171,8 @@ pub struct Store {
     pub(crate) pool: Pool<DbManager>,
     backend: &'static str,
     statements: Arc<AtomicU64>,
+    /// Callers waiting for a connection now (r2d2 does not count them).
+    waiting: Arc<AtomicU64>,
     /// Keys reserved for this process, the next last.
     pub(crate) keys: Arc<std::sync::Mutex<Vec<leeway_domain::ids::ExceptionKey>>>,
     /// SQLite's writers queue here (see [`Store::write_transaction`]).
@@ -196,7 +198,14 @@ impl Store {
             .test_on_check_out(false)
             .build(DbManager { backend, statements: statements.clone() })
             .map_err(|e| StoreError::Connect(e.to_string()))?;
-        Ok(Self { pool, backend: name, statements, keys: Arc::default(), sqlite_writer: Arc::default() })
+        Ok(Self {
+            pool,
+            backend: name,
+            statements,
+            waiting: Arc::default(),
+            keys: Arc::default(),
+            sqlite_writer: Arc::default(),
+        })
     }
 
     /// How many statements this store's connections have sent, transactions' own left out.
@@ -211,7 +220,15 @@ impl Store {
 
     /// A pooled connection.
     pub fn conn(&self) -> Result<diesel::r2d2::PooledConnection<DbManager>, StoreError> {
-        Ok(self.pool.get()?)
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let conn = self.pool.get();
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        Ok(conn?)
+    }
+
+    /// Callers waiting for a connection now.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Applies pending migrations; returns the versions applied.
