@@ -184,6 +184,12 @@ impl Auth {
         auth
     }
 
+    /// False in JWKS mode until a fetch has brought usable keys: until then no token of the
+    /// identity provider can be checked, and the node should not get traffic.
+    pub fn keys_ready(&self) -> bool {
+        self.jwks.as_ref().is_none_or(Jwks::has_keys)
+    }
+
     /// The claims of a token whose signature, algorithm, `iss` and `aud` hold, and whether its
     /// key came from the identity provider.
     async fn claims(&self, token: &str, header: &Header) -> Result<(Map<String, Value>, bool), ApiError> {

@@ -82,9 +82,27 @@ fn parse_schedule(v: &str) -> Result<Vec<u32>, String> {
         .collect()
 }
 
-/// `grp-sec=security_officer,grp-ciso=ciso`: one value may map to several roles.
+/// The key set is fetched over HTTPS: over plain HTTP anyone on the path could serve keys
+/// of their own. Plain HTTP is allowed to a loopback address only (a local proxy, tests).
+pub fn check_jwks_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("LEEWAY_JWKS_URL is not a URL ({e}): {url:?}"))?;
+    let host = parsed.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(format!("LEEWAY_JWKS_URL must be https:// (plain http only to a loopback address), got {url:?}")),
+    }
+}
+
+/// `grp-sec=security_officer,grp-ciso=ciso`: one value may map to several roles. `names`
+/// (an empty map) takes the provider's values as role names.
 pub fn parse_role_map(v: &str) -> Result<HashMap<String, Vec<Role>>, String> {
     let mut map: HashMap<String, Vec<Role>> = HashMap::new();
+    if v.trim() == "names" {
+        return Ok(map);
+    }
     for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (from, to) = pair
             .split_once('=')
@@ -150,15 +168,16 @@ impl Config {
         let jwks = match get("LEEWAY_JWKS_URL") {
             None => None,
             Some(url) => {
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Err(format!("LEEWAY_JWKS_URL must be an http(s) URL, got {url:?}"));
-                }
+                check_jwks_url(&url)?;
                 if get("LEEWAY_JWT_ISSUER").is_none() || get("LEEWAY_JWT_AUDIENCE").is_none() {
                     return Err("with LEEWAY_JWKS_URL, set LEEWAY_JWT_ISSUER and LEEWAY_JWT_AUDIENCE too: tokens from an identity provider must name their issuer and this service (RFC 8725 3.8, 3.9)".to_owned());
                 }
+                if get("LEEWAY_ROLE_MAP").is_none() {
+                    return Err("with LEEWAY_JWKS_URL, set LEEWAY_ROLE_MAP: the identity provider's groups mapped to roles (grp-sec=security_officer,...), or `names` to take its values as role names (only when no one but Leeway's admins can name a group or role `admin`)".to_owned());
+                }
                 Some(JwksConfig {
                     url,
-                    min_refresh: seconds("LEEWAY_JWKS_MIN_REFRESH_SECONDS", 300)?,
+                    min_refresh: seconds("LEEWAY_JWKS_MIN_REFRESH_SECONDS", 300)?.max(crate::jwks::MIN_REFRESH_FLOOR),
                     ttl: seconds("LEEWAY_JWKS_TTL_SECONDS", 3600)?.max(std::time::Duration::from_secs(1)),
                 })
             }
@@ -247,4 +266,33 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     std::fs::write(path, content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_set_comes_over_https_or_from_loopback() {
+        assert!(check_jwks_url("https://login.example.com/keys").is_ok());
+        for ok in ["http://127.0.0.1:9000/jwks", "http://localhost/jwks", "http://[::1]:80/jwks"] {
+            assert!(check_jwks_url(ok).is_ok(), "{ok}");
+        }
+        for bad in
+            ["http://idp.example.com/jwks", "http://10.0.0.5/jwks", "ftp://x/jwks", "not a url", "file:///etc/keys"]
+        {
+            assert!(check_jwks_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn role_maps_map_values_to_roles_or_take_names_on_purpose() {
+        let map = parse_role_map("grp-a=analyst, grp-a=auditor,grp-c=ciso").unwrap_or_default();
+        assert_eq!(map.get("grp-a"), Some(&vec![Role::Analyst, Role::Auditor]));
+        assert_eq!(map.get("grp-c"), Some(&vec![Role::Ciso]));
+        assert_eq!(parse_role_map("names"), Ok(HashMap::new()));
+        for bad in ["grp=wizard", "=analyst", "grp-a"] {
+            assert!(parse_role_map(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -49,6 +49,10 @@ fn run_until(
     stop: &AtomicBool,
 ) -> Result<Report, StoreError> {
     let exceptions = batches(store, policy, now, BATCH, stop)?;
+    if stop.load(Ordering::Relaxed) {
+        // stopping: the purges wait for the next run, on this node or another
+        return Ok(Report { exceptions, purged_keys: 0, purged_deliveries: 0 });
+    }
     let purged_keys = store.purge_idempotency_keys(now)?;
     let cutoff = now.checked_sub_signed(Duration::days(DELIVERY_RETENTION_DAYS)).unwrap_or(now);
     let purged_deliveries = store.purge_deliveries(cutoff)?;
@@ -152,6 +156,11 @@ impl Scheduler {
         });
         let thread = spawned.map_err(|e| tracing::error!(error = %e, "cannot start the scheduler thread")).ok();
         Self { stop, thread }
+    }
+
+    /// The flag that stops the thread after its current batch.
+    pub fn stopping(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
     }
 
     /// Asks the thread to stop after its current batch and waits for it.

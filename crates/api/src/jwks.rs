@@ -18,6 +18,13 @@ use std::time::{Duration, Instant};
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest key set read.
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// The least time between two fetches a request may cause.
+pub const MIN_REFRESH_FLOOR: Duration = Duration::from_secs(1);
+/// The first wait before a failed fetch is tried again; it doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+/// The smallest RSA modulus accepted (RFC 7518 3.3: 2048 bits).
+const MIN_RSA_BYTES: usize = 256;
 
 /// Where the keys come from and how often they are fetched again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +53,15 @@ fn bind(jwk: &Jwk) -> Option<Algorithm> {
         return None;
     }
     let implied = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::RSA(rsa) => {
+            use base64::Engine;
+            let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(rsa.n.trim_end_matches('=')).ok()?;
+            let significant = n.iter().skip_while(|b| **b == 0).count();
+            if significant < MIN_RSA_BYTES {
+                return None;
+            }
+            Algorithm::RS256
+        }
         AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Algorithm::ES256,
         _ => return None,
     };
@@ -101,12 +116,14 @@ impl std::fmt::Debug for Jwks {
 
 impl Jwks {
     /// Starts the fetcher thread; the first fetch begins at once.
-    pub fn start(config: JwksConfig) -> Result<Self, String> {
+    pub fn start(mut config: JwksConfig) -> Result<Self, String> {
+        config.min_refresh = config.min_refresh.max(MIN_REFRESH_FLOOR);
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .connect_timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            // a redirect could lead off the configured URL (or down to plain HTTP)
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("Leeway/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the JWKS client: {e}"))?;
@@ -131,24 +148,41 @@ impl Jwks {
     }
 
     async fn fetch_forever(self, client: reqwest::Client) {
+        let mut retry = FIRST_RETRY;
         loop {
-            *self.0.last_fetch.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-            match self.fetch(&client).await {
+            let started = Instant::now();
+            *self.0.last_fetch.lock().unwrap_or_else(PoisonError::into_inner) = Some(started);
+            let next = match self.fetch(&client).await {
                 Ok(keys) => {
                     let mut kids: Vec<&String> = keys.keys().collect();
                     kids.sort();
                     tracing::info!(url = %self.0.config.url, kids = ?kids, "fetched the JWKS");
                     *self.0.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+                    retry = FIRST_RETRY;
+                    self.0.config.ttl
                 }
                 Err(e) => {
-                    tracing::warn!(url = %self.0.config.url, error = %e, "JWKS fetch failed; keeping the last good keys")
+                    tracing::warn!(url = %self.0.config.url, error = %e, "JWKS fetch failed; keeping the last good keys");
+                    // a failed fetch is tried again soon, backing off, never later than the TTL
+                    let wait = retry.min(self.0.config.ttl);
+                    retry = retry.saturating_mul(2).min(MAX_RETRY);
+                    wait
                 }
-            }
+            };
             self.0.fetched.send_modify(|n| *n = n.wrapping_add(1));
-            // the next fetch: when its time to live has passed, or when a request asks
-            tokio::select! {
-                () = tokio::time::sleep(self.0.config.ttl) => {}
-                () = self.0.wake.notified() => {}
+            // the next fetch: when its time has come, or when a request reserved one
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(next.saturating_sub(started.elapsed())) => break,
+                    () = self.0.wake.notified() => {
+                        // a request reserves a fetch by stamping `last_fetch`; a wake-up whose
+                        // reservation came before this fetch started was answered by it
+                        let reserved = *self.0.last_fetch.lock().unwrap_or_else(PoisonError::into_inner);
+                        if reserved.is_some_and(|at| at > started) {
+                            break;
+                        }
+                    }
+                }
             }
         }
     }
@@ -179,17 +213,23 @@ impl Jwks {
         if let Some(key) = self.cached(kid) {
             return Some(key);
         }
-        let allowed = {
-            let last = self.0.last_fetch.lock().unwrap_or_else(PoisonError::into_inner);
-            last.is_none_or(|at| at.elapsed() >= self.0.config.min_refresh)
-        };
-        if !allowed {
-            return None;
-        }
         let seen = *ended.borrow_and_update();
+        {
+            // check and reserve under one lock, so two requests cannot both fetch
+            let mut last = self.0.last_fetch.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < self.0.config.min_refresh) {
+                return None;
+            }
+            *last = Some(Instant::now());
+        }
         self.0.wake.notify_one();
         let _ = tokio::time::timeout(FETCH_TIMEOUT + Duration::from_secs(1), ended.wait_for(|n| *n != seen)).await;
         self.cached(kid)
+    }
+
+    /// Whether a fetch has ever brought usable keys (until then the node is not ready).
+    pub fn has_keys(&self) -> bool {
+        !self.0.keys.read().unwrap_or_else(PoisonError::into_inner).is_empty()
     }
 
     fn cached(&self, kid: &str) -> Option<SigningKey> {

@@ -105,6 +105,37 @@ pub struct Application {
     metrics: metrics::Metrics,
 }
 
+/// Waits for SIGTERM (a graceful stop) or SIGINT (at once), then tells the scheduler and
+/// stops the server.
+#[cfg(unix)]
+async fn on_signal(stopping: Option<Arc<std::sync::atomic::AtomicBool>>, server: actix_web::dev::ServerHandle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot listen for SIGTERM and SIGINT; stop the process with SIGKILL");
+        return std::future::pending().await;
+    };
+    let graceful = tokio::select! {
+        _ = term.recv() => true,
+        _ = int.recv() => false,
+    };
+    tracing::info!(graceful, "stopping");
+    if let Some(flag) = stopping {
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    server.stop(graceful).await;
+}
+
+/// Elsewhere, Ctrl-C stops gracefully.
+#[cfg(not(unix))]
+async fn on_signal(stopping: Option<Arc<std::sync::atomic::AtomicBool>>, server: actix_web::dev::ServerHandle) {
+    if tokio::signal::ctrl_c().await.is_ok() {
+        if let Some(flag) = stopping {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        server.stop(true).await;
+    }
+}
+
 /// `GET /metrics`: every metric in Prometheus's text format, without authentication.
 async fn serve_metrics(state: web::Data<AppState>) -> HttpResponse {
     match state.metrics.render() {
@@ -136,6 +167,13 @@ impl Application {
         };
         if config.jwt_previous_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err("LEEWAY_JWT_SECRET_PREVIOUS must be at least 32 characters, as the secret it was".into());
+        }
+        if let Some(j) = &config.jwks {
+            // Config::load says so too; a Config built in code must not skip it
+            config::check_jwks_url(&j.url)?;
+            if config.jwt_issuer.is_none() || config.jwt_audience.is_none() {
+                return Err("JWKS mode needs an issuer and an audience (LEEWAY_JWT_ISSUER, LEEWAY_JWT_AUDIENCE)".into());
+            }
         }
         let jwks = config.jwks.clone().map(jwks::Jwks::start).transpose()?;
         let auth = Auth::from_config(config, secret.as_deref(), jwks, clock.clone());
@@ -216,7 +254,9 @@ impl Application {
                 .default_service(web::to(middleware::unmatched))
         })
         .listen(listener)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        // `run` handles the signals, so that the scheduler hears of a stop at once
+        .disable_signals();
         if let Some(n) = config.workers {
             server = server.workers(n);
         }
@@ -230,6 +270,7 @@ impl Application {
                     App::new().app_data(state.clone()).route("/metrics", web::get().to(serve_metrics))
                 })
                 .workers(1)
+                .disable_signals()
                 .listen(listener)
                 .map_err(|e| e.to_string())?
                 .run();
@@ -261,12 +302,22 @@ impl Application {
         &self.store
     }
 
-    /// Serves until stopped. On SIGTERM or SIGINT the listener closes, requests in flight
-    /// are answered (up to 30 s), then the scheduler finishes its current batch before this
-    /// returns; webhook attempts in flight are abandoned to their lease, and another node or
-    /// the next start sends them again.
+    /// Serves until stopped. SIGTERM tells the scheduler to stop after its current batch and,
+    /// at the same moment, closes the listener and answers the requests in flight (up to
+    /// 30 s); this returns once both are done. SIGINT stops at once (the scheduler's batch in
+    /// hand still ends: a batch is one transaction). Webhook attempts in flight are abandoned
+    /// to their lease, and another node or the next start sends them again.
     pub async fn run(self) -> std::io::Result<()> {
         let Self { server, metrics_server, scheduler, .. } = self;
+        let stopping = scheduler.as_ref().map(jobs::Scheduler::stopping);
+        let handle = server.handle();
+        let server = async move {
+            let signals = std::pin::pin!(on_signal(stopping, handle));
+            match futures_util::future::select(std::pin::pin!(server), signals).await {
+                futures_util::future::Either::Left((served, _)) => served,
+                futures_util::future::Either::Right(((), server)) => server.await,
+            }
+        };
         let served = match metrics_server {
             // the metrics listener stops with the API's
             Some(metrics) => {

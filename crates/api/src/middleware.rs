@@ -67,7 +67,12 @@ pub async fn request_id(
         Err(e) => (e.as_response_error().status_code(), "unmatched".to_owned(), None, None),
     };
     if let Some(state) = &state {
-        state.metrics.request(method.as_str(), &route, status.as_u16(), elapsed);
+        // a client may send any method token: only the ones the contract uses get a label
+        let label = match method.as_str() {
+            m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m,
+            _ => "OTHER",
+        };
+        state.metrics.request(label, &route, status.as_u16(), elapsed);
     }
     tracing::info!(
         request_id = %id,

@@ -33,6 +33,8 @@ async fn json_logs_name_route_subject_and_exception_and_sigterm_drains_the_reque
     let mut server = Running(
         leeway(&db.url, port, "0", &["serve"])
             .env("LEEWAY_LOG_FORMAT", "json")
+            // the scheduler runs too, so the stop waits for it
+            .env("LEEWAY_JOBS_INTERVAL_SECONDS", "1")
             .env("LEEWAY_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
@@ -103,5 +105,6 @@ async fn json_logs_name_route_subject_and_exception_and_sigterm_drains_the_reque
     assert!(get["duration_ms"].as_f64().is_some());
     let probe = find("GET", "/readyz");
     assert!(probe.get("subject").is_none(), "no subject on an unauthenticated probe: {probe}");
-    assert!(logs.contains("stopped"), "the shutdown is logged: {logs}");
+    assert!(logs.contains("letting the scheduler finish its batch"), "the scheduler was told: {logs}");
+    assert!(logs.contains("\"stopped\""), "the shutdown is logged: {logs}");
 }

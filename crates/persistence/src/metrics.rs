@@ -1,5 +1,7 @@
-//! What the metrics endpoint reports about the data, sampled now and then by one cheap
-//! read (three index-backed aggregates), never per scrape, and the pool's state.
+//! What the metrics endpoint reports about the data, sampled now and then by three
+//! aggregates (exceptions by status over their status index, the earliest due rule over its
+//! index, the pending deliveries through their partial index), never per scrape, and the
+//! pool's state.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -27,7 +29,8 @@ pub struct PoolState {
     pub connections: u32,
     /// Of those, idle.
     pub idle: u32,
-    /// Callers waiting for a connection.
+    /// Callers asking the pool for a connection at this moment (those served at once
+    /// included, for the instant it takes).
     pub waiting: u64,
 }
 
@@ -39,7 +42,10 @@ struct Oldest {
 
 const BY_STATUS: &str = "SELECT status AS name, count(*) AS n FROM exceptions GROUP BY status ORDER BY status";
 const OLDEST_DUE: &str = "SELECT min(next_due_at) AS at FROM exceptions";
-const OLDEST_PENDING: &str = "SELECT min(created_at) AS at FROM webhook_deliveries WHERE status = 'pending'";
+// a disabled subscription's deliveries wait, parked at 9999-12-31, for it to be enabled:
+// they are not late, and would make the age grow for ever
+const OLDEST_PENDING: &str =
+    "SELECT min(created_at) AS at FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at < '9999-12-31'";
 
 impl Store {
     /// Counts exceptions by status and finds the oldest due rule and pending delivery.

@@ -131,15 +131,17 @@ async fn tokens_the_key_set_does_not_vouch_for_are_refused() {
 #[tokio::test]
 async fn a_rotated_key_set_is_picked_up_without_a_restart() {
     let keys = KeyServer::start(&[jwk("rsa-a")]).await;
-    let app = idp_app(&keys, 0, 3600, true).await;
+    let app = idp_app(&keys, 1, 3600, true).await;
     let c = claims(&app, &["grp-sec-officers"]);
     let old = sign(Algorithm::RS256, Some("rsa-a"), "rsa-a", &c);
     let new = sign(Algorithm::RS256, Some("rsa-b"), "rsa-b", &c);
     assert_eq!(me(&app, &old).await.status, 200);
     refused(&app, &new, "a kid the provider does not publish yet").await;
 
-    // the provider rolls its keys: the new one appears and the old one goes
+    // the provider rolls its keys: the new one appears and the old one goes; once the
+    // minimum interval (1 s) has passed, the unknown kid makes Leeway fetch again
     keys.serve(&[jwk("rsa-b")]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = me(&app, &new).await;
     assert_eq!(r.status, 200, "the unknown kid made Leeway fetch again: {}", r.body);
     refused(&app, &old, "the retired key").await;
@@ -162,7 +164,7 @@ async fn unknown_kids_refetch_at_most_once_per_minimum_interval() {
 #[tokio::test]
 async fn a_provider_that_goes_down_leaves_the_last_good_keys_in_use() {
     let keys = KeyServer::start(&[jwk("rsa-a")]).await;
-    let app = idp_app(&keys, 0, 1, true).await;
+    let app = idp_app(&keys, 1, 1, true).await;
     let token = sign(Algorithm::RS256, Some("rsa-a"), "rsa-a", &claims(&app, &["grp-sec-officers"]));
     assert_eq!(me(&app, &token).await.status, 200);
     keys.go_down();
@@ -190,6 +192,53 @@ async fn with_a_secret_set_too_leeway_tokens_keep_working_beside_the_providers()
     assert_eq!(r.body["roles"], json!(["integration"]));
     let rs = sign(Algorithm::RS256, Some("rsa-a"), "rsa-a", &claims(&app, &["grp-audit"]));
     assert_eq!(me(&app, &rs).await.body["roles"], json!(["auditor", "compliance"]));
+    // with a secret to check HS256 against, the public key still is not one
+    let public = include_bytes!("../../fixtures/jwks/rsa-a.pub.pem");
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("rsa-a".to_owned());
+    let c = claims(&app, &["grp-audit"]);
+    let confused = jsonwebtoken::encode(&header, &c, &EncodingKey::from_secret(public)).unwrap();
+    refused(&app, &confused, "HS256 signed with the public key, a secret configured").await;
+}
+
+#[tokio::test]
+async fn many_requests_with_unknown_kids_at_once_cause_one_fetch() {
+    let keys = KeyServer::start(&[jwk("rsa-a")]).await;
+    let app = idp_app(&keys, 1, 3600, true).await;
+    let c = claims(&app, &["grp-sec-officers"]);
+    assert_eq!(me(&app, &sign(Algorithm::RS256, Some("rsa-a"), "rsa-a", &c)).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    keys.serve(&[jwk("rsa-a"), jwk("rsa-b")]);
+    let new = sign(Algorithm::RS256, Some("rsa-b"), "rsa-b", &c);
+    let answers = futures_util::future::join_all((0..12).map(|_| me(&app, &new))).await;
+    assert_eq!(keys.fetches(), 2, "the start's fetch and one more, however many asked");
+    // those that waited for the fetch got in; none was let in by a key it did not have
+    assert!(answers.iter().all(|r| r.status == 200 || r.status == 401));
+    assert!(answers.iter().any(|r| r.status == 200));
+    assert_eq!(me(&app, &new).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_node_is_not_ready_until_the_first_key_set_arrives() {
+    let keys = KeyServer::start(&[jwk("rsa-a")]).await;
+    keys.go_down();
+    let app = idp_app(&keys, 300, 3600, true).await;
+    let ready = || async { app.client.get(format!("{}/readyz", app.base)).send().await.unwrap().status().as_u16() };
+    // the first fetch fails: not ready, and provider tokens cannot be checked
+    let started = std::time::Instant::now();
+    while keys.fetches() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ready().await, 503);
+    // the provider comes back: the failed fetch is retried soon, not after the time to live
+    keys.serve(&[jwk("rsa-a")]);
+    while ready().await != 200 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ready after the provider came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token = sign(Algorithm::RS256, Some("rsa-a"), "rsa-a", &claims(&app, &["grp-sec-officers"]));
+    assert_eq!(me(&app, &token).await.status, 200);
 }
 
 #[tokio::test]

@@ -72,6 +72,7 @@ async fn metrics_count_requests_by_route_deliveries_by_outcome_and_exceptions_by
         let text = scrape(&app, &base).await;
         if value(&text, r#"leeway_scheduler_runs_total{outcome="ok""#).is_some_and(|n| n >= 1.0) {
             assert!(value(&text, "leeway_scheduler_lag_seconds").is_some());
+            assert!(value(&text, "leeway_scheduler_due_exceptions").is_some());
             break;
         }
         assert!(started.elapsed() < std::time::Duration::from_secs(10), "no scheduler run counted: {text}");

@@ -17,13 +17,21 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(HealthView { status: "ok".into(), database: state.store.backend().into() })
 }
 
-/// Readiness: the database answers and every migration is applied.
+/// Readiness: the database answers, every migration is applied, and in JWKS mode the
+/// identity provider's keys have been fetched.
 #[utoipa::path(tag = "system", responses(
     (status = 200, description = "Ready", body = HealthView),
-    (status = 503, description = "Database unreachable or migrations pending", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Database unreachable, migrations pending, or (JWKS mode) no key fetched yet", body = Problem, content_type = "application/problem+json"),
 ))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if !state.auth.keys_ready() {
+        tracing::warn!("not ready: no usable key from the identity provider's JWKS yet");
+        return Err(ApiError::new(
+            ProblemCode::NotReady,
+            "the identity provider's keys have not been fetched yet; see the service log",
+        ));
+    }
     let store = state.store.clone();
     let result = web::block(move || store.ready()).await?;
     match result {
