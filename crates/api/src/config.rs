@@ -120,6 +120,10 @@ pub fn parse_role_map(v: &str) -> Result<HashMap<String, Vec<Role>>, String> {
             roles.push(role);
         }
     }
+    // an empty map means `names`: it must be asked for by name, never by a blank value
+    if map.is_empty() {
+        return Err("LEEWAY_ROLE_MAP is blank: give VALUE=ROLE pairs, or `names`".to_owned());
+    }
     Ok(map)
 }
 
@@ -291,7 +295,7 @@ mod tests {
         assert_eq!(map.get("grp-a"), Some(&vec![Role::Analyst, Role::Auditor]));
         assert_eq!(map.get("grp-c"), Some(&vec![Role::Ciso]));
         assert_eq!(parse_role_map("names"), Ok(HashMap::new()));
-        for bad in ["grp=wizard", "=analyst", "grp-a"] {
+        for bad in ["grp=wizard", "=analyst", "grp-a", "", " , ", ","] {
             assert!(parse_role_map(bad).is_err(), "{bad}");
         }
     }
