@@ -48,6 +48,14 @@ fn sign(alg: Algorithm, kid: Option<&str>, key: &str, claims: &Value) -> String 
     jsonwebtoken::encode(&header, claims, &private(key)).unwrap()
 }
 
+/// The RS/HS confusion: an HS256 token whose HMAC secret is the RSA public key `rsa-a`.
+fn signed_with_public_key(claims: &Value) -> String {
+    let public = include_bytes!("../../fixtures/jwks/rsa-a.pub.pem");
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("rsa-a".to_owned());
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(public)).unwrap()
+}
+
 async fn idp_app(keys: &KeyServer, min_refresh: u64, ttl: u64, no_secret: bool) -> TestApp {
     spawn_with(Options {
         jwks: Some(JwksConfig {
@@ -107,11 +115,7 @@ async fn tokens_the_key_set_does_not_vouch_for_are_refused() {
     refused(&app, &sign(Algorithm::RS256, None, "rsa-a", &good), "no kid").await;
     refused(&app, &sign(Algorithm::PS256, Some("rsa-a"), "rsa-a", &good), "an algorithm not bound to the key").await;
     // the classic confusion: HS256 with the RSA public key as the HMAC secret
-    let public = include_bytes!("../../fixtures/jwks/rsa-a.pub.pem");
-    let mut header = Header::new(Algorithm::HS256);
-    header.kid = Some("rsa-a".to_owned());
-    let confused = jsonwebtoken::encode(&header, &good, &EncodingKey::from_secret(public)).unwrap();
-    refused(&app, &confused, "HS256 signed with the public key").await;
+    refused(&app, &signed_with_public_key(&good), "HS256 signed with the public key").await;
     // no LEEWAY_JWT_SECRET: Leeway's own HS256 tokens are refused in JWKS mode
     let r = me(&app, &app.token("alice", "admin", None)).await;
     assert_eq!(r.status, 401);
@@ -193,11 +197,7 @@ async fn with_a_secret_set_too_leeway_tokens_keep_working_beside_the_providers()
     let rs = sign(Algorithm::RS256, Some("rsa-a"), "rsa-a", &claims(&app, &["grp-audit"]));
     assert_eq!(me(&app, &rs).await.body["roles"], json!(["auditor", "compliance"]));
     // with a secret to check HS256 against, the public key still is not one
-    let public = include_bytes!("../../fixtures/jwks/rsa-a.pub.pem");
-    let mut header = Header::new(Algorithm::HS256);
-    header.kid = Some("rsa-a".to_owned());
-    let c = claims(&app, &["grp-audit"]);
-    let confused = jsonwebtoken::encode(&header, &c, &EncodingKey::from_secret(public)).unwrap();
+    let confused = signed_with_public_key(&claims(&app, &["grp-audit"]));
     refused(&app, &confused, "HS256 signed with the public key, a secret configured").await;
 }
 
